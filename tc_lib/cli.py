@@ -1,0 +1,140 @@
+"""`python -m tc_lib {data,train,run,report,memory} ...` — thin commands over the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import ConfigError, TcError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 — no usage dump
+        print(f"error: {self.prog}: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def parse_assignments(items: Sequence[str], *, option: str = "--set") -> dict[str, Any]:
+    """key=value pairs; values are YAML scalars or lists (1e-4, null, [query, value])."""
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{option} {item!r}: expected key=value")
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{option} {item!r}: cannot parse the value ({err.__class__.__name__})") from None
+    return out
+
+
+# ---------------------------------------------------------------- data
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from . import data
+
+    root = Path(args.root) if args.root else None
+    if args.action == "fetch":
+        for row in data.fetch(args.names, root=root, base_url=args.mirror):
+            print(f"{row['status']:>10}  {row['file']}")
+        return 0
+    if args.action == "verify":
+        rows = data.verify(args.names, root=root)
+        for row in rows:
+            print(f"{row['status']:>8}  {row['file']}")
+        print(f"data root: {root or data.data_root()}")
+        return 0
+    rows = data.dataset_info(args.names, root=root, data_seed=args.data_seed,
+                             verify_checksums=not args.no_verify)
+    if args.json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return 0
+    print(f"{'dataset':<16}{'split':<7}{'size':>6}  label counts")
+    for row in rows:
+        counts = ", ".join(f"{k} {v}" for k, v in row["label_counts"].items())
+        print(f"{row['dataset']:<16}{row['split']:<7}{row['size']:>6}  {counts}")
+    return 0
+
+
+# ---------------------------------------------------------------- train
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .config import RunConfig
+    from .train import train_and_evaluate
+
+    values: dict[str, Any] = {"model": args.model, "dataset": args.dataset[0] if len(args.dataset) == 1
+                              else list(args.dataset), "method": args.method, "seed": args.seed}
+    for key in ("epochs", "max_train_samples", "output_dir", "learning_rate"):
+        if getattr(args, key) is not None:
+            values[key] = getattr(args, key)
+    values.update(parse_assignments(args.set))
+    cfg = RunConfig.from_dict(values, source="--set")
+    try:
+        result = train_and_evaluate(cfg)
+    except TcError:
+        raise
+    except Exception as err:
+        run_dir = Path(cfg.output_dir) / cfg.run_id
+        print(f"error: run failed ({err.__class__.__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+              f"record: {run_dir}/metrics.json", file=sys.stderr)
+        return 1
+    print(result.run_dir)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .config import METHODS
+    from .data import DATASET_NAMES, DEFAULT_DATA_SEED
+
+    parser = _Parser(prog="python -m tc_lib", description="Fine-tuning study kit: data, training, grids, "
+                     "report and memory estimates.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("data", help="fetch, verify and describe the datasets")
+    p.add_argument("action", choices=["fetch", "verify", "info"])
+    p.add_argument("names", nargs="*", metavar="NAME", help=f"dataset names (default: all): {', '.join(DATASET_NAMES)}")
+    p.add_argument("--root", help="data root (default: $TC_DATA_DIR or data/)")
+    p.add_argument("--mirror", help="base URL replacing the raw-file host (fetch; also $TC_DATA_MIRROR)")
+    p.add_argument("--json", action="store_true", help="info: print JSON")
+    p.add_argument("--data-seed", type=int, default=DEFAULT_DATA_SEED, help="AG News split / few-shot seed")
+    p.add_argument("--no-verify", action="store_true", help="info: read files without checking sha256")
+    p.set_defaults(func=_cmd_data)
+
+    p = sub.add_parser("train", help="train one configuration and print its run folder")
+    p.add_argument("--model", default="minilm")
+    p.add_argument("--dataset", nargs="+", default=["restaurant_sup"], help="one name, or several to concatenate")
+    p.add_argument("--method", choices=METHODS, default="full")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--learning-rate", type=float, dest="learning_rate")
+    p.add_argument("--max-train-samples", type=int)
+    p.add_argument("--output-dir")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any RunConfig field")
+    p.set_defaults(func=_cmd_train)
+
+    for register in _extra_commands():
+        register(sub)
+    return parser
+
+
+def _extra_commands():
+    return []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except TcError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130

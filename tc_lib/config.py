@@ -1,0 +1,155 @@
+"""RunConfig: the validated, frozen description of one training run, and its run_id."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from .data import DATASET_NAMES, DEFAULT_DATA_SEED
+from .errors import ConfigError
+
+METHODS = ("full", "lora", "adapter")
+SELECTIONS = ("last", "dev")
+ADAPTER_CONFIGS = ("seq_bn", "double_seq_bn")
+PRECISIONS = ("fp32", "bf16", "fp16")
+SAVE_WEIGHTS = ("peft", "all", "none")
+# PEFT trains ~0.5 % of the weights and needs a larger step to learn in a few epochs
+# (shared/notes/feasibility.md §3: lr 5e-4 stays near chance after one epoch, 2e-3 learns).
+DEFAULT_LEARNING_RATE = {"full": 5e-5, "lora": 1e-3, "adapter": 1e-3}
+# Fields that say where and how fast a run executes, not what it computes: left out of run_id.
+EXECUTION_FIELDS = ("output_dir", "num_threads")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: str = "minilm"  # registry name (minilm, mpnet), hub id or local path
+    dataset: str | tuple[str, ...] = "restaurant_sup"  # a dataset name or a tuple of names
+    method: str = "full"  # full | lora | adapter
+    seed: int = 1  # training seed: init of new weights, data order, dropout
+    epochs: int = 3
+    learning_rate: float | None = None  # None -> DEFAULT_LEARNING_RATE[method]
+    train_batch_size: int = 16
+    eval_batch_size: int = 64
+    max_seq_length: int = 128  # truncation only; batches are padded to their longest example
+    warmup_ratio: float = 0.06
+    weight_decay: float = 0.01
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.1
+    lora_target_modules: tuple[str, ...] | None = None  # None -> peft's default for the architecture
+    adapter_config: str = "seq_bn"  # seq_bn (Pfeiffer) | double_seq_bn (Houlsby)
+    adapter_reduction_factor: int = 16
+    selection: str = "last"  # last epoch, or the epoch with the best dev macro-F1 (never test)
+    dev_fraction: float = 0.1  # share of train carved out as dev when selection == "dev"
+    max_train_samples: int | None = None  # seeded subsample of train, for quick profiles
+    data_seed: int = DEFAULT_DATA_SEED  # AG News split, few-shot draw, dev carve and subsample
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 needs CUDA)
+    save_weights: str = "peft"  # peft: LoRA/adapter weights + head; all: also full models; none
+    output_dir: str = "outputs/runs"
+    num_threads: int | None = None  # torch CPU threads; None leaves torch's default
+
+    def __post_init__(self) -> None:
+        _validate(self)
+        if isinstance(self.dataset, list):
+            object.__setattr__(self, "dataset", tuple(self.dataset))
+        if isinstance(self.lora_target_modules, list):
+            object.__setattr__(self, "lora_target_modules", tuple(self.lora_target_modules))
+        if self.learning_rate is None:
+            object.__setattr__(self, "learning_rate", DEFAULT_LEARNING_RATE[self.method])
+        object.__setattr__(self, "learning_rate", float(self.learning_rate))
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], *, source: str = "config") -> "RunConfig":
+        """Build from a mapping, rejecting unknown keys with the list of valid ones."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            raise ConfigError(f"{source}: unknown field(s) {', '.join(unknown)}; valid fields: {', '.join(names)}")
+        return cls(**dict(values))
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        for key in ("dataset", "lora_target_modules"):
+            if isinstance(out[key], tuple):
+                out[key] = list(out[key])
+        return out
+
+    @property
+    def datasets(self) -> tuple[str, ...]:
+        return (self.dataset,) if isinstance(self.dataset, str) else tuple(self.dataset)
+
+    @property
+    def dataset_label(self) -> str:
+        return "+".join(self.datasets)
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that decide the result: everything but EXECUTION_FIELDS."""
+        out = self.to_dict()
+        for key in EXECUTION_FIELDS:
+            out.pop(key)
+        return out
+
+    @property
+    def config_hash(self) -> str:
+        blob = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+    @property
+    def run_id(self) -> str:
+        model = re.sub(r"[^A-Za-z0-9]+", "-", self.model.rstrip("/").split("/")[-1]).strip("-")[:24] or "model"
+        data = "+".join(d.replace("_", "-") for d in self.datasets)[:40]
+        return f"{model}_{data}_{self.method}_s{self.seed}_{self.config_hash}"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check(ok: bool, name: str, expected: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"field {name!r}: expected {expected}, got {value!r}")
+
+
+def _validate(cfg: RunConfig) -> None:
+    _check(isinstance(cfg.model, str) and cfg.model.strip() != "", "model", "a non-empty string", cfg.model)
+    datasets = [cfg.dataset] if isinstance(cfg.dataset, str) else cfg.dataset
+    _check(isinstance(datasets, (list, tuple)) and len(datasets) > 0
+           and all(d in DATASET_NAMES for d in datasets) and len(set(datasets)) == len(datasets),
+           "dataset", f"a name or a list of distinct names from {', '.join(DATASET_NAMES)}", cfg.dataset)
+    _check(cfg.method in METHODS, "method", " | ".join(METHODS), cfg.method)
+    _check(cfg.selection in SELECTIONS, "selection", " | ".join(SELECTIONS), cfg.selection)
+    _check(cfg.adapter_config in ADAPTER_CONFIGS, "adapter_config", " | ".join(ADAPTER_CONFIGS), cfg.adapter_config)
+    _check(cfg.precision in PRECISIONS, "precision", " | ".join(PRECISIONS), cfg.precision)
+    _check(cfg.save_weights in SAVE_WEIGHTS, "save_weights", " | ".join(SAVE_WEIGHTS), cfg.save_weights)
+    for name in ("seed", "data_seed"):
+        value = getattr(cfg, name)
+        _check(_is_int(value) and value >= 0, name, "an integer >= 0", value)
+    for name in ("epochs", "train_batch_size", "eval_batch_size", "lora_r", "lora_alpha",
+                 "adapter_reduction_factor"):
+        value = getattr(cfg, name)
+        _check(_is_int(value) and value >= 1, name, "an integer >= 1", value)
+    _check(_is_int(cfg.max_seq_length) and 8 <= cfg.max_seq_length <= 8192, "max_seq_length",
+           "an integer in [8, 8192]", cfg.max_seq_length)
+    for name in ("max_train_samples", "num_threads"):
+        value = getattr(cfg, name)
+        _check(value is None or (_is_int(value) and value >= 1), name, "null or an integer >= 1", value)
+    lr = cfg.learning_rate
+    _check(lr is None or (_is_number(lr) and 0 < lr < 1), "learning_rate", "a number in (0, 1) or null", lr)
+    for name, low, high in (("warmup_ratio", 0, 1), ("weight_decay", 0, 1), ("lora_dropout", 0, 1)):
+        value = getattr(cfg, name)
+        _check(_is_number(value) and low <= value < high, name, f"a number in [{low}, {high})", value)
+    _check(_is_number(cfg.dev_fraction) and 0 < cfg.dev_fraction < 1, "dev_fraction", "a number in (0, 1)",
+           cfg.dev_fraction)
+    targets = cfg.lora_target_modules
+    _check(targets is None or (isinstance(targets, (list, tuple)) and len(targets) > 0
+                               and all(isinstance(t, str) and t for t in targets)),
+           "lora_target_modules", "null or a non-empty list of module names", targets)
+    _check(isinstance(cfg.output_dir, str) and cfg.output_dir != "", "output_dir", "a non-empty path", cfg.output_dir)

@@ -1,0 +1,35 @@
+"""Classification metrics (scikit-learn) and the majority-class floor."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Sequence
+
+import numpy as np
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
+
+def classification_metrics(*, labels: Sequence[int], predictions: Sequence[int], num_classes: int) -> dict:
+    """Accuracy, micro/macro F1, per-class F1 and the confusion matrix (rows = true, cols = predicted).
+
+    Classes absent from both labels and predictions get F1 0 (scikit-learn's zero_division=0) and
+    still count in the macro average, so every run of a dataset averages over the same classes.
+    """
+    classes = list(range(num_classes))
+    return {
+        "accuracy": float(accuracy_score(labels, predictions)),
+        "micro_f1": float(f1_score(labels, predictions, labels=classes, average="micro", zero_division=0)),
+        "macro_f1": float(f1_score(labels, predictions, labels=classes, average="macro", zero_division=0)),
+        "per_class_f1": [float(x) for x in f1_score(labels, predictions, labels=classes, average=None,
+                                                     zero_division=0)],
+        "confusion_matrix": confusion_matrix(labels, predictions, labels=classes).tolist(),
+    }
+
+
+def majority_floor(*, labels: Sequence[int], num_classes: int) -> dict:
+    """Scores of always predicting the most frequent class of `labels` (ties: lowest label id)."""
+    counts = Counter(int(x) for x in labels)
+    majority = min(counts, key=lambda c: (-counts[c], c))
+    scores = classification_metrics(labels=labels, predictions=np.full(len(labels), majority),
+                                    num_classes=num_classes)
+    return {"majority_class": majority, "accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"]}
