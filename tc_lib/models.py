@@ -198,8 +198,10 @@ def build_model(cfg: RunConfig, num_labels: int, *, id2label: dict[int, str] | N
     from transformers import AutoModelForSequenceClassification
 
     id2label = id2label or {i: str(i) for i in range(num_labels)}
+    # ignore_mismatched_sizes: a checkpoint that already has a head of another size gets a fresh one
     model = _from_pretrained(AutoModelForSequenceClassification, cfg.model, num_labels=num_labels,
-                             id2label=dict(id2label), label2id={v: k for k, v in id2label.items()})
+                             id2label=dict(id2label), label2id={v: k for k, v in id2label.items()},
+                             ignore_mismatched_sizes=True)
     if cfg.method == "lora":
         model = _add_lora(model, cfg)
     elif cfg.method == "adapter":
@@ -230,7 +232,8 @@ def load_trained(cfg: RunConfig, directory: Path, num_labels: int):
 
     if cfg.method == "full":
         return AutoModelForSequenceClassification.from_pretrained(str(directory)).eval()
-    base = _from_pretrained(AutoModelForSequenceClassification, cfg.model, num_labels=num_labels)
+    base = _from_pretrained(AutoModelForSequenceClassification, cfg.model, num_labels=num_labels,
+                            ignore_mismatched_sizes=True)
     if cfg.method == "lora":
         from peft import PeftModel
 

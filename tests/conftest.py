@@ -65,8 +65,8 @@ def synthetic_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("synthetic_data")
     folder = root / "semeval14_restaurant"
     folder.mkdir()
-    (folder / "train.json").write_text(json.dumps(synthetic_semeval(240, 0)))
-    (folder / "test.json").write_text(json.dumps(synthetic_semeval(90, 1)))
+    (folder / "train.json").write_text(json.dumps(synthetic_semeval(800, 0)))
+    (folder / "test.json").write_text(json.dumps(synthetic_semeval(120, 1)))
     return root
 
 
@@ -102,6 +102,19 @@ def tiny_bert(tmp_path_factory) -> str:
     fast.save_pretrained(path)
     torch.manual_seed(0)
     config = BertConfig(vocab_size=fast.vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=128, max_position_embeddings=130)
-    BertForSequenceClassification(config).save_pretrained(path)
+                        intermediate_size=128, max_position_embeddings=130, num_labels=3)
+    model = BertForSequenceClassification(config)
+    # "Pretrain" one epoch on the synthetic task so that frozen-base methods (LoRA, adapters) start,
+    # as with a real encoder, from features that carry the words; only the encoder is saved, so every
+    # run gets a fresh classification head.
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3)
+    label_of = {name: i for i, name in enumerate(WORDS)}
+    records = list(synthetic_semeval(800, 11).values())
+    for start in range(0, len(records), 16):
+        chunk = records[start:start + 16]
+        batch = fast([r["term"] for r in chunk], [r["sentence"] for r in chunk], padding=True, return_tensors="pt")
+        model(**batch, labels=torch.tensor([label_of[r["polarity"]] for r in chunk])).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.bert.save_pretrained(path)
     return str(path)

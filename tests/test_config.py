@@ -1,0 +1,66 @@
+"""RunConfig validation and run_id."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tc_lib.config import DEFAULT_LEARNING_RATE, RunConfig
+from tc_lib.errors import ConfigError
+
+INVALID = {
+    "model": "", "dataset": "movies_sup", "method": "prefix", "seed": -1, "epochs": 0, "learning_rate": 2.0,
+    "train_batch_size": 0, "eval_batch_size": 1.5, "max_seq_length": 4, "warmup_ratio": 1.0,
+    "weight_decay": -0.1, "lora_r": 0, "lora_alpha": "16", "lora_dropout": 1.0, "lora_target_modules": [],
+    "adapter_config": "prefix_tuning", "adapter_reduction_factor": 0, "selection": "test", "dev_fraction": 0.0,
+    "max_train_samples": 0, "data_seed": "x", "precision": "int8", "save_weights": "some", "output_dir": "",
+    "num_threads": 0,
+}
+
+
+@pytest.mark.parametrize("field", list(INVALID))
+def test_every_invalid_field_is_named(field):
+    with pytest.raises(ConfigError, match=rf"field '{field}': expected"):
+        RunConfig(**{field: INVALID[field]})
+
+
+def test_every_field_has_an_invalid_case():
+    assert set(INVALID) == set(RunConfig.__dataclass_fields__)
+
+
+def test_booleans_are_not_integers_and_duplicates_rejected():
+    with pytest.raises(ConfigError, match="'epochs'"):
+        RunConfig(epochs=True)
+    with pytest.raises(ConfigError, match="'dataset'"):
+        RunConfig(dataset=["acl_sup", "acl_sup"])
+
+
+def test_unknown_keys():
+    with pytest.raises(ConfigError, match=r"params.yaml: unknown field\(s\) lr, optimiser; valid fields: model"):
+        RunConfig.from_dict({"lr": 1e-3, "optimiser": "sgd"}, source="params.yaml")
+
+
+def test_method_default_learning_rate_and_resolution():
+    assert RunConfig(method="lora").learning_rate == DEFAULT_LEARNING_RATE["lora"]
+    assert RunConfig(method="full").learning_rate == DEFAULT_LEARNING_RATE["full"]
+    assert RunConfig(method="lora", learning_rate=3e-4).learning_rate == 3e-4
+    # the resolved value is what is hashed: implicit and explicit defaults are the same run
+    assert RunConfig(method="lora").run_id == RunConfig(method="lora", learning_rate=DEFAULT_LEARNING_RATE["lora"]).run_id
+
+
+def test_run_id_readable_stable_and_path_safe():
+    cfg = RunConfig(model="allenai/scibert_scivocab_uncased", dataset=["acl_sup", "agnews_fs"], method="adapter", seed=3)
+    assert re.fullmatch(r"[A-Za-z0-9_+.-]+", cfg.run_id)
+    assert cfg.run_id.startswith("scibert-scivocab-uncased_acl-sup+agnews-fs_adapter_s3_")
+    assert cfg.run_id == RunConfig.from_dict(cfg.to_dict()).run_id
+    assert cfg.run_id != RunConfig(**{**cfg.to_dict(), "seed": 4}).run_id
+    assert cfg.run_id != RunConfig(**{**cfg.to_dict(), "epochs": 4}).run_id
+    # where a run is written and how many threads it uses do not change what it computes
+    assert cfg.run_id == RunConfig(**{**cfg.to_dict(), "output_dir": "/elsewhere", "num_threads": 2}).run_id
+
+
+def test_lists_become_tuples():
+    cfg = RunConfig(dataset=["acl_sup", "restaurant_sup"], lora_target_modules=["query"])
+    assert cfg.dataset == ("acl_sup", "restaurant_sup") and cfg.to_dict()["dataset"] == ["acl_sup", "restaurant_sup"]
+    hash(cfg)

@@ -1,0 +1,179 @@
+"""The training engine on a tiny BERT and a learnable synthetic task (no download)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tc_lib import models, train
+from tc_lib.config import RunConfig
+from tc_lib.results import SCHEMA_VERSION, read_history, read_runs
+
+PEFT_LR = {"full": 5e-3, "lora": 1e-2, "adapter": 1e-2}
+
+
+def tiny_cfg(tiny_bert, tmp_path, **overrides) -> RunConfig:
+    values = dict(model=tiny_bert, dataset="restaurant_sup", method="full", epochs=3, seed=1,
+                  train_batch_size=16, max_seq_length=32, output_dir=str(tmp_path / "runs"), warmup_ratio=0.0)
+    values.update(overrides)
+    values.setdefault("learning_rate", PEFT_LR[values["method"]])
+    return RunConfig(**values)
+
+
+@pytest.mark.parametrize("method", ["full", "lora", "adapter"])
+def test_each_method_learns_and_writes_a_record(tiny_bert, synthetic_data, tmp_path, method):
+    # a random 64-wide base needs a wider bottleneck than the default 64/16 = 4 to learn in 3 epochs
+    result = train.train_and_evaluate(tiny_cfg(tiny_bert, tmp_path, method=method, adapter_reduction_factor=2))
+    rec = json.loads((result.run_dir / "metrics.json").read_text())
+    assert rec["status"] == "success" and rec["schema_version"] == SCHEMA_VERSION
+    history = [json.loads(line) for line in (result.run_dir / "history.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert rec["metrics"]["macro_f1"] > rec["data"]["majority_floor"]["macro_f1"] + 0.2
+    assert rec["metrics"] == history[-1]["test"] and rec["selection"] == {"rule": "last", "chosen_epoch": 3,
+                                                                          "dev_size": None}
+    assert rec["metrics"]["accuracy"] == pytest.approx(rec["metrics"]["micro_f1"])
+    assert len(rec["metrics"]["confusion_matrix"]) == 3 and sum(map(sum, rec["metrics"]["confusion_matrix"])) == 120
+    assert rec["data"]["label_names"] == ["positive", "neutral", "negative"]
+    for key in ("wall_time_s", "train_time_s", "train_samples_per_s", "train_tokens_per_s"):
+        assert rec["timing"][key] > 0
+    assert rec["memory"]["peak_rss_mb"] > 50 and rec["environment"]["packages"]["torch"].startswith("2.13")
+    assert json.loads((result.run_dir / "config.json").read_text())["method"] == method
+
+
+def test_parameter_counts(tiny_bert, synthetic_data, tmp_path):
+    h, layers, r, classes = 64, 2, 8, 3
+    pooler, classifier = h * h + h, h * classes + classes
+    _, full = models.build_model(tiny_cfg(tiny_bert, tmp_path, method="full"), classes)
+    assert full.trainable == full.total and full.trainable_no_head == full.total - pooler - classifier
+    _, lora = models.build_model(tiny_cfg(tiny_bert, tmp_path, method="lora"), classes)
+    assert lora.trainable_no_head == layers * 2 * r * (h + h)  # q and v
+    assert lora.trainable == lora.trainable_no_head + pooler + classifier
+    assert lora.total == full.total + lora.trainable_no_head
+    _, adapter = models.build_model(tiny_cfg(tiny_bert, tmp_path, method="adapter"), classes)
+    bottleneck = h // 16
+    assert adapter.trainable_no_head == layers * (h * bottleneck + bottleneck + bottleneck * h + h)
+    assert adapter.trainable == adapter.trainable_no_head + pooler + classifier
+
+
+def test_deterministic_on_cpu(tiny_bert, synthetic_data, tmp_path):
+    a = train.train_and_evaluate(tiny_cfg(tiny_bert, tmp_path / "a", method="lora", epochs=2))
+    b = train.train_and_evaluate(tiny_cfg(tiny_bert, tmp_path / "b", method="lora", epochs=2))
+    assert a.metrics == b.metrics  # bit-for-bit: floats compared exactly
+    assert (a.run_dir / "history.jsonl").read_text().replace("\n", "") != ""
+    hist = lambda r: [{k: v for k, v in json.loads(l).items() if k != "train_time_s"}
+                      for l in (r.run_dir / "history.jsonl").read_text().splitlines()]
+    assert hist(a) == hist(b)
+    c = train.train_and_evaluate(tiny_cfg(tiny_bert, tmp_path / "c", method="lora", epochs=2, seed=2))
+    assert c.metrics != a.metrics
+
+
+@pytest.mark.parametrize("method", ["lora", "adapter", "full"])
+def test_saved_weights_reproduce_the_recorded_predictions(tiny_bert, synthetic_data, tmp_path, method):
+    """A run's saved weights, loaded onto a fresh pretrained base, give the run's test confusion matrix."""
+    from sklearn.metrics import confusion_matrix
+
+    cfg = tiny_cfg(tiny_bert, tmp_path, method=method, epochs=1, save_weights="all")
+    result = train.train_and_evaluate(cfg)
+    tokenizer, splits, _ = train.prepare_splits(cfg)
+    reloaded = models.load_trained(cfg, result.run_dir / "weights", 3)
+    untrained, _ = models.build_model(cfg, 3)
+    test = splits["test"]
+    batch = tokenizer.pad({"input_ids": list(test["input_ids"]), "attention_mask": list(test["attention_mask"])},
+                          return_tensors="pt")
+    with torch.no_grad():
+        logits = reloaded(**batch).logits
+        assert not torch.allclose(logits, untrained.eval()(**batch).logits)
+    matrix = confusion_matrix(list(test["labels"]), logits.argmax(-1).numpy(), labels=[0, 1, 2]).tolist()
+    assert matrix == result.record["metrics"]["confusion_matrix"]
+
+
+def test_reload_logits_bitwise_equal_to_trained_model(tiny_bert, synthetic_data, tmp_path):
+    """Train in-process with the library pieces, save, reload, compare logits exactly."""
+    for method in ("lora", "adapter"):
+        cfg = tiny_cfg(tiny_bert, tmp_path / method, method=method, epochs=1)
+        model, _ = models.build_model(cfg, 3)
+        with torch.no_grad():  # stand-in for training: move every trainable weight
+            for p in model.parameters():
+                if p.requires_grad:
+                    p.add_(torch.randn_like(p) * 0.05)
+        model.eval()
+        models.save_weights(model, cfg, tmp_path / method / "w")
+        reloaded = models.load_trained(cfg, tmp_path / method / "w", 3)
+        tokenizer = models.load_tokenizer(tiny_bert)
+        batch = tokenizer(["food [SEP] great food .", "wine [SEP] the wine was cold tonight ."], padding=True,
+                          return_tensors="pt")
+        with torch.no_grad():
+            assert torch.equal(model(**batch).logits, reloaded(**batch).logits), method
+
+
+def test_dev_selection_never_uses_test(tiny_bert, synthetic_data, tmp_path):
+    result = train.train_and_evaluate(tiny_cfg(tiny_bert, tmp_path, method="full", selection="dev",
+                                               dev_fraction=0.25, epochs=3))
+    rec = result.record
+    history = [json.loads(line) for line in (result.run_dir / "history.jsonl").read_text().splitlines()]
+    dev_scores = [h["dev"]["macro_f1"] for h in history]
+    chosen = rec["selection"]["chosen_epoch"]
+    assert chosen == 1 + dev_scores.index(max(dev_scores))
+    assert rec["metrics"] == history[chosen - 1]["test"]
+    assert rec["selection"]["dev_size"] == 200 and rec["data"]["train_size"] == 600
+
+
+def test_failure_is_recorded_and_reraised(tiny_bert, synthetic_data, tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("injected failure")
+
+    monkeypatch.setattr(train, "build_model", broken)
+    cfg = tiny_cfg(tiny_bert, tmp_path)
+    with pytest.raises(RuntimeError, match="injected failure"):
+        train.train_and_evaluate(cfg)
+    rec = json.loads((tmp_path / "runs" / cfg.run_id / "metrics.json").read_text())
+    assert rec["status"] == "failed" and rec["error"]["message"] == "injected failure"
+    assert "RuntimeError" in rec["error"]["traceback"] and rec["metrics"] is None
+
+
+def test_read_runs_typed(tiny_bert, synthetic_data, tmp_path):
+    train.train_and_evaluate(tiny_cfg(tiny_bert, tmp_path, method="adapter", epochs=1))
+    (tmp_path / "runs" / "torn").mkdir()
+    (tmp_path / "runs" / "torn" / "metrics.json").write_text('{"status": "succ')
+    frame = read_runs(tmp_path / "runs")
+    assert len(frame) == 1 and frame.loc[0, "status"] == "success" and frame.loc[0, "method"] == "adapter"
+    assert str(frame.dtypes["macro_f1"]) == "Float64" and str(frame.dtypes["seed"]) == "Int64"
+    assert frame.loc[0, "collapsed"] in (True, False)
+    hist = read_history(tmp_path / "runs")
+    assert list(hist["split"]) == ["test"] and hist.loc[0, "epoch"] == 1
+    empty = read_runs(tmp_path / "nothing")
+    assert len(empty) == 0 and str(empty.dtypes["accuracy"]) == "Float64"
+
+
+def test_cli_train(tiny_bert, real_data, tmp_path):
+    out = subprocess.run([sys.executable, "-m", "tc_lib", "train", "--model", tiny_bert, "--method", "lora",
+                          "--dataset", "acl_sup", "--epochs", "1", "--max-train-samples", "64",
+                          "--output-dir", str(tmp_path / "runs"), "--set", "max_seq_length=32",
+                          "--set", "lora_target_modules=[query, key, value]"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    run_dir = out.stdout.strip().splitlines()[-1]
+    rec = json.loads(open(f"{run_dir}/metrics.json").read())
+    assert rec["status"] == "success" and rec["lora_target_modules"] == ["key", "query", "value"]
+
+
+@pytest.mark.parametrize("args,pattern", [
+    (["--method", "prefix"], "argument --method: invalid choice"),
+    (["--set", "lora_r=-1"], "field 'lora_r': expected an integer >= 1"),
+    (["--set", "epochz=3"], r"unknown field\(s\) epochz"),
+    (["--set", "novalue"], "expected key=value"),
+    (["--model", "/no/such/model"], "model '/no/such/model': cannot load it"),
+    (["--dataset", "imdb_sup"], "field 'dataset'"),
+])
+def test_cli_train_bad_input(args, pattern, tmp_path):
+    out = subprocess.run([sys.executable, "-m", "tc_lib", "train", "--output-dir", str(tmp_path), *args],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and re.search(pattern, lines[0]) and "Traceback" not in out.stderr
