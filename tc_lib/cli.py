@@ -125,7 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _extra_commands():
-    return []
+    from . import export, runner
+
+    return [runner.register_run, export.register_report]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -138,3 +140,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head`
+        return 0

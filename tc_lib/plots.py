@@ -1,0 +1,84 @@
+"""matplotlib figures for the report: training curves with ±std bands and bars with CIs, CJK-capable."""
+
+from __future__ import annotations
+
+import warnings
+
+import pandas as pd
+
+CJK_FONTS = ("Noto Sans CJK SC", "WenQuanYi Micro Hei", "Source Han Sans SC", "SimHei")
+
+
+def setup_fonts() -> str | None:
+    """Put the first installed CJK font first in the sans-serif list; returns its name (None if none)."""
+    import matplotlib
+    from matplotlib import font_manager
+
+    installed = {f.name for f in font_manager.fontManager.ttflist}
+    chosen = next((name for name in CJK_FONTS if name in installed), None)
+    if chosen is None:  # the font cache may predate the fonts: rebuild once
+        font_manager.fontManager = font_manager.FontManager()
+        installed = {f.name for f in font_manager.fontManager.ttflist}
+        chosen = next((name for name in CJK_FONTS if name in installed), None)
+    if chosen:
+        matplotlib.rcParams["font.family"] = "sans-serif"
+        matplotlib.rcParams["font.sans-serif"] = [chosen, "DejaVu Sans"]
+    else:
+        warnings.warn("no CJK font found (install fonts-noto-cjk): Chinese labels will show as boxes")
+    matplotlib.rcParams["axes.unicode_minus"] = False
+    return chosen
+
+
+def curves_figure(curve_frames: dict[str, pd.DataFrame], *, titles: dict[str, str]):
+    """One row per dataset, one column per metric; a line per (model, method) with a ±std band."""
+    import matplotlib.pyplot as plt
+
+    setup_fonts()
+    metrics = list(curve_frames)
+    datasets = sorted(set().union(*(set(f["dataset"]) for f in curve_frames.values())))
+    fig, axes = plt.subplots(len(datasets), len(metrics), figsize=(5.2 * len(metrics), 3.2 * len(datasets)),
+                             squeeze=False)
+    for row, dataset in enumerate(datasets):
+        for col, metric in enumerate(metrics):
+            ax = axes[row][col]
+            frame = curve_frames[metric]
+            frame = frame[frame["dataset"] == dataset]
+            for (model, method), line in frame.groupby(["model", "method"]):
+                line = line.sort_values("epoch")
+                ax.plot(line["epoch"], line["mean"], marker="o", label=f"{model} · {method}")
+                std = line["std"].fillna(0).astype(float)
+                ax.fill_between(line["epoch"].astype(float), line["mean"] - std, line["mean"] + std, alpha=0.2)
+            ax.set_title(f"{dataset} — {titles[metric]}", fontsize=10)
+            ax.set_xlabel("轮次 epoch")
+            ax.grid(alpha=0.3)
+            if not frame.empty:
+                ax.set_xticks(sorted(frame["epoch"].unique()))
+            if row == 0 and col == len(metrics) - 1:
+                ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def bars_figure(summary: pd.DataFrame, *, metric_title: str):
+    """Mean with 95 % CI error bars per dataset (groups) and model · method (bars)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    setup_fonts()
+    summary = summary.copy()
+    summary["arm"] = summary["model"] + " · " + summary["method"]
+    datasets, arms = sorted(summary["dataset"].unique()), sorted(summary["arm"].unique())
+    width = 0.8 / max(len(arms), 1)
+    fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(datasets) * max(1, len(arms) / 3)), 3.6))
+    for i, arm in enumerate(arms):
+        sub = summary[summary["arm"] == arm].set_index("dataset").reindex(datasets)
+        err = (sub["mean"] - sub["ci_low"]).fillna(0).to_numpy(float)
+        ax.bar(np.arange(len(datasets)) + i * width, sub["mean"].to_numpy(float), width, yerr=err, capsize=3,
+               label=arm)
+    ax.set_xticks(np.arange(len(datasets)) + width * (len(arms) - 1) / 2, datasets)
+    ax.set_ylabel(metric_title)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8, ncols=min(3, len(arms)))
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
