@@ -69,7 +69,10 @@ class RunConfig:
         unknown = sorted(set(values) - set(names))
         if unknown:
             raise ConfigError(f"{source}: unknown field(s) {', '.join(unknown)}; valid fields: {', '.join(names)}")
-        return cls(**dict(values))
+        try:
+            return cls(**dict(values))
+        except ConfigError as err:
+            raise ConfigError(f"{source}: {err}") from None
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
