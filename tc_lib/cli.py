@@ -125,9 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _extra_commands():
-    from . import export, runner
+    from . import export, memory, runner
 
-    return [runner.register_run, export.register_report]
+    return [runner.register_run, export.register_report, memory.register]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
