@@ -130,8 +130,17 @@ def _extra_commands():
     return [runner.register_run, export.register_report, memory.register]
 
 
+def _quiet_libraries() -> None:
+    """Errors reach the user as one line from us; the libraries' retry and load chatter would bury it."""
+    import logging
+
+    for name in ("huggingface_hub", "transformers", "urllib3"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _quiet_libraries()
     try:
         return args.func(args)
     except TcError as err:

@@ -13,6 +13,7 @@ import torch
 
 from tc_lib import data
 
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the hub; fail fast instead of retrying
 torch.set_num_threads(1)  # two OpenMP threads collapse when another process holds a core
 REPO = Path(__file__).resolve().parents[1]
 

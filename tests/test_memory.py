@@ -1,0 +1,160 @@
+"""The memory estimator: exact parameter counts, estimates against measured peaks, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from transformers import BertConfig, LlamaConfig, RobertaConfig
+
+from tc_lib import memory
+from tc_lib.errors import ConfigError
+
+# Hand-derived counts: LLaMA 2Vh + L(4h² + 3hi + 2h) + h (untied) and LoRA L·2·r·(d_in + d_out) on q,v;
+# encoders with a 3-class head (BERT: pooler + 768·3+3; RoBERTa: no pooler, 592,899-parameter head).
+COUNTS = {
+    "open_llama_3b": (3_426_473_600, 26 * 8 * (6400 + 6400)),
+    "llama-3.2-3b": (3_212_749_824, 28 * 8 * (3072 + 3072) + 28 * 8 * (3072 + 1024)),
+    "bert-base-uncased": (109_482_240 + 2_307, 12 * 2 * 8 * (768 + 768) + 2_307),
+    "scibert_scivocab_uncased": (109_482_240 + (31_090 - 30_522) * 768 + 2_307, 12 * 2 * 8 * 1536 + 2_307),
+    "roberta-base": (124_645_632 - 590_592 + 592_899, 12 * 2 * 8 * 1536 + 592_899),
+    "minilm": (22_714_371, 74_883),
+}
+
+
+@pytest.mark.parametrize("model", list(COUNTS))
+def test_exact_parameter_counts(model):
+    total, lora_trainable = COUNTS[model]
+    full = memory.estimate(model, method="full", batch_size=1, seq_len=8, precision="fp32")
+    lora = memory.estimate(model, method="lora", batch_size=1, seq_len=8, precision="fp32")
+    assert full.params_total == full.params_trainable == total
+    assert lora.params_trainable == lora_trainable and lora.params_total == total + lora_trainable - (
+        0 if memory.is_causal(memory.load_config(model)) else lora_trainable - (lora_trainable - (
+            592_899 if model == "roberta-base" else 2_307 if model != "minilm" else 1_155)))
+
+
+def test_mpnet_counts_with_eager_attention():
+    # 30527·768 + 514·768 + 768·2 (embeddings) + 12 layers · 7,087,872 + 32·12 (relative bias) + 592,899 (head)
+    expected = 30527 * 768 + 514 * 768 + 1536 + 12 * 7_087_872 + 384 + 592_899
+    assert memory.estimate("mpnet", method="full", seq_len=8, attention="eager").params_total == expected
+    with pytest.raises(ConfigError, match="mpnet.*scaled_dot_product_attention"):
+        memory.estimate("mpnet", method="full", seq_len=8, attention="sdpa")
+
+
+def test_state_arithmetic():
+    b = memory.estimate("open_llama_3b", method="full", batch_size=1, seq_len=64, precision="amp_bf16")
+    n = COUNTS["open_llama_3b"][0]
+    assert b.weights == b.gradients == 4 * n and b.optimizer_states == 8 * n and b.optimizer_temporaries == 4 * n
+    assert b.phases["optimizer step"] == b.weights + b.gradients + b.optimizer_states + b.optimizer_temporaries + b.inputs
+    bf16 = memory.estimate("open_llama_3b", method="full", batch_size=1, seq_len=64, precision="bf16",
+                           optimizer="adamw_fused")
+    assert bf16.weights == 2 * n and bf16.optimizer_states == 4 * n and bf16.optimizer_temporaries == 0
+    lora = memory.estimate("open_llama_3b", method="lora", batch_size=1, seq_len=64, precision="bf16")
+    # peft keeps LoRA weights in fp32 on a bf16 base (autocast_adapter_dtype)
+    assert lora.gradients == 4 * COUNTS["open_llama_3b"][1] and lora.weights == 2 * n + 4 * COUNTS["open_llama_3b"][1]
+    eight = memory.estimate("open_llama_3b", method="full", batch_size=1, seq_len=64, optimizer="adamw_8bit")
+    assert 2 * n < eight.optimizer_states < 2.05 * n
+
+
+def test_accelerate_method_ignores_method_and_batch():
+    n = COUNTS["open_llama_3b"][0]
+    assert memory.accelerate_estimate("open_llama_3b", precision="amp_bf16") == 8 * 4 * n // 4 * 1  # 8 B/param
+    assert memory.accelerate_estimate("open_llama_3b", precision="fp32") == 16 * n
+
+
+def small_llama(**kw) -> LlamaConfig:
+    return LlamaConfig(hidden_size=kw.get("h", 192), num_hidden_layers=kw.get("L", 3), intermediate_size=kw.get("i", 512),
+                       num_attention_heads=kw.get("a", 6), num_key_value_heads=kw.get("kv", 6), vocab_size=1500,
+                       max_position_embeddings=512, tie_word_embeddings=kw.get("tied", False))
+
+
+def small_bert(roberta: bool = False) -> BertConfig:
+    cls = RobertaConfig if roberta else BertConfig
+    return cls(hidden_size=192, num_hidden_layers=3, intermediate_size=768, num_attention_heads=6, vocab_size=1500,
+               max_position_embeddings=520, pad_token_id=1 if roberta else 0)
+
+
+# (family, config maker, options, batch, seq): both families × full/lora/adapter × fp32/amp_bf16/bf16 ×
+# sdpa/eager × checkpointing, plus step-bound shapes that exercise each optimizer's state arithmetic.
+VALIDATION = [
+    ("llama", small_llama, dict(method="full", precision="fp32"), 4, 96),
+    ("llama", small_llama, dict(method="full", precision="amp_bf16"), 4, 96),
+    ("llama", small_llama, dict(method="full", precision="bf16", attention="eager"), 4, 96),
+    ("llama-gqa", lambda: small_llama(kv=2), dict(method="full", precision="bf16"), 3, 128),
+    ("llama-tied", lambda: small_llama(tied=True), dict(method="full", precision="amp_bf16", attention="eager"), 2, 64),
+    ("llama", small_llama, dict(method="lora", precision="bf16"), 4, 96),
+    ("llama", small_llama, dict(method="lora", precision="amp_bf16", lora_targets=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")), 4, 96),
+    ("llama", small_llama, dict(method="adapter", precision="bf16"), 4, 96),
+    ("llama", small_llama, dict(method="full", precision="amp_bf16", gradient_checkpointing=True), 4, 96),
+    ("llama", small_llama, dict(method="lora", precision="bf16", gradient_checkpointing=True), 4, 96),
+    ("bert", small_bert, dict(method="full", precision="fp32", attention="eager"), 4, 96),
+    ("bert", small_bert, dict(method="full", precision="amp_bf16"), 4, 96),
+    ("bert", small_bert, dict(method="lora", precision="fp32"), 4, 96),
+    ("bert", small_bert, dict(method="adapter", precision="fp32", adapter_config="double_seq_bn"), 4, 96),
+    ("bert", small_bert, dict(method="adapter", precision="bf16", attention="eager"), 4, 96),
+    ("bert", small_bert, dict(method="full", precision="fp32", gradient_checkpointing=True), 4, 96),
+    ("roberta", lambda: small_bert(roberta=True), dict(method="lora", precision="amp_bf16", attention="eager"), 4, 96),
+    ("llama-step", small_llama, dict(method="full", precision="fp32", optimizer="adamw_fused"), 1, 8),
+    ("llama-step", small_llama, dict(method="full", precision="bf16", optimizer="sgd_momentum"), 1, 8),
+    ("bert-step", small_bert, dict(method="full", precision="fp32", optimizer="sgd"), 1, 8),
+    ("bert-step", small_bert, dict(method="full", precision="fp32", optimizer="adamw"), 1, 8),
+]
+
+
+@pytest.mark.parametrize("family,make,options,batch,seq", VALIDATION,
+                         ids=[f"{v[0]}-{'-'.join(str(x) for x in v[2].values())}" for v in VALIDATION])
+def test_estimate_within_3_percent_of_measured_peak(family, make, options, batch, seq):
+    config = make()
+    estimate = memory.estimate(config, batch_size=batch, seq_len=seq, **options)
+    measured = memory.measure_peak(config, estimate.setup)
+    error = (estimate.peak - measured) / measured
+    print(f"{family} {options}: estimate {estimate.peak} measured {measured} error {100 * error:+.3f}% "
+          f"({estimate.peak_phase})")
+    assert abs(error) <= 0.03
+    if family.endswith("-step"):  # tiny activations: the peak is where all gradients exist
+        assert estimate.peak_phase == ("optimizer step" if options["optimizer"] == "adamw" else "backward")
+        assert estimate.peak >= estimate.weights + estimate.optimizer_states + estimate.gradients
+
+
+def test_setup_errors():
+    with pytest.raises(ConfigError, match="precision must be one of fp32, amp_bf16, bf16, got 'fp8'"):
+        memory.estimate("minilm", precision="fp8")
+    with pytest.raises(ConfigError, match="batch_size must be a positive integer, got 0"):
+        memory.estimate("minilm", batch_size=0)
+    with pytest.raises(ConfigError, match="seq_len 4096 exceeds the model's max_position_embeddings 512"):
+        memory.estimate("minilm", seq_len=4096)
+    with pytest.raises(ConfigError, match="lora on minilm: No modules were targeted"):
+        memory.estimate("minilm", method="lora", lora_targets=["nope"], seq_len=8)
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "tc_lib", "memory", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_cli_answers_both_3b_models():
+    for model in ("open_llama_3b", "llama-3.2-3b"):
+        out = _cli("--model", model, "--method", "full", "--batch-size", "1", "--seq-len", "2048",
+                   "--precision", "amp_bf16", "--json")
+        assert out.returncode == 0, out.stderr
+        data = json.loads(out.stdout)
+        assert data["params_total"] == COUNTS[model][0] and data["peak"] > 16 * COUNTS[model][0]
+    out = _cli("--model", "open_llama_3b", "--compare", "--seq-len", "512")
+    assert out.returncode == 0 and "saving vs full" in out.stdout and "accelerate estimate-memory" in out.stdout
+    assert all(m in out.stdout.splitlines()[1] for m in ("full", "lora", "adapter"))
+
+
+def test_cli_bad_input(tmp_path):
+    bad = tmp_path / "config.json"
+    bad.write_text(json.dumps({"model_type": "llama", "hidden_size": 100, "num_attention_heads": 3,
+                               "num_hidden_layers": 2, "intermediate_size": 64, "vocab_size": 100}))
+    for args, pattern in [(("--model", "gpt-17b"), "not a shipped config"),
+                          (("--model", str(bad)), "hidden_size 100 is not divisible by num_attention_heads 3"),
+                          (("--batch-size", "0"), "--batch-size must be a positive integer"),
+                          (("--seq-len", "-5"), "--seq-len must be a positive integer"),
+                          (("--precision", "fp8"), "invalid choice: 'fp8'"),
+                          (("--flash",), "unrecognized arguments: --flash")]:
+        out = _cli(*args)
+        lines = out.stderr.strip().splitlines()
+        assert out.returncode == 2 and len(lines) == 1 and pattern in lines[0], (args, out.stderr)
