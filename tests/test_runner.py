@@ -121,3 +121,33 @@ axes: {{seed: [1]}}
     assert not runner.is_done(cfg)
     outcome = runner.run_grid([cfg])
     assert outcome.succeeded == [cfg.run_id] and load_record(record.parent)["status"] == "success"
+
+
+def test_smoke_grid_through_the_cli(real_data, tmp_path):
+    """params/smoke.yaml as a user runs it: real MiniLM, four runs, then a rerun that skips them all."""
+    out_dir = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "tc_lib", "run", str(REPO / "params" / "smoke.yaml"), "--output-dir", str(out_dir)]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "done: 4 succeeded, 0 skipped, 0 failed" in first.stderr
+    records = [load_record(d) for d in out_dir.iterdir()]
+    assert len(records) == 4 and {r["status"] for r in records} == {"success"}
+    assert {r["config"]["method"] for r in records} == {"full", "lora"} and {r["config"]["seed"] for r in records} == {1, 2}
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0 and "4 runs: 4 already done, 0 to run" in second.stderr
+
+
+def test_train_notebook_runs_top_to_bottom_and_shows_curves(real_data, tmp_path):
+    import papermill as pm
+
+    out = tmp_path / "train.ipynb"
+    pm.execute_notebook(str(REPO / "notebooks" / "train.ipynb"), str(out), kernel_name="python3",
+                        parameters={"max_train_samples": 32, "epochs": 1, "dataset": "acl_sup",
+                                    "output_dir": str(tmp_path / "runs")},
+                        cwd=str(REPO / "notebooks"), progress_bar=False)
+    nb = json.loads(out.read_text())
+    outputs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
+    assert any("image/png" in o.get("data", {}) for o in outputs)  # the run's curves
+    assert any("Macro-F1" in "".join(o.get("data", {}).get("text/html", "")) for o in outputs)
+    source = "".join("".join(c["source"]) for c in nb["cells"])
+    assert "def " not in source and "class " not in source
