@@ -5,6 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PARAMS ?= params/quick.yaml
+JOBS ?= 2
 # Debian packages for the PDF export and CJK fonts (headless Chromium prints the HTML report).
 SYSDEPS := chromium fonts-noto-cjk poppler-utils
 
@@ -37,7 +38,7 @@ test: venv sysdeps
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q
 
 report: venv sysdeps
-	$(PY) -m tc_lib run $(PARAMS)
+	$(PY) -m tc_lib run $(PARAMS) --jobs $(JOBS)
 	$(PY) -m tc_lib report --pdf
 
 bench: venv

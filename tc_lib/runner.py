@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -149,10 +148,26 @@ def _first_line(err: BaseException) -> str:
     return err.__class__.__name__
 
 
+def _execute_in_worker(cfg: RunConfig, notebook: str) -> tuple[str, str | None]:
+    """Process-pool entry point: (run_id, None) on success, (run_id, message) on failure."""
+    try:
+        execute(cfg, notebook=Path(notebook))
+        return cfg.run_id, None
+    except Exception as err:  # noqa: BLE001 — reported back to the parent
+        return cfg.run_id, _first_line(err)
+
+
 def run_grid(configs: Sequence[RunConfig], *, force: bool = False, notebook: Path = TRAIN_NOTEBOOK,
-             stream=sys.stderr) -> GridOutcome:
-    """Execute every config not already done; one failure does not stop the grid."""
+             jobs: int = 1, stream=sys.stderr) -> GridOutcome:
+    """Execute every config not already done; one failure does not stop the grid.
+
+    With jobs > 1, runs execute in parallel worker processes, each kernel limited to
+    cpu_count // jobs torch threads (two OpenMP teams on the same cores slow each other down badly).
+    """
     import logging
+    import os
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
 
     from tqdm.auto import tqdm
 
@@ -164,21 +179,35 @@ def run_grid(configs: Sequence[RunConfig], *, force: bool = False, notebook: Pat
             outcome.skipped.append(cfg.run_id)
         else:
             todo.append(cfg)
-    print(f"{len(configs)} runs: {len(outcome.skipped)} already done, {len(todo)} to run", file=stream)
-    bar = tqdm(todo, unit="run", file=stream, dynamic_ncols=True, mininterval=0)
-    for cfg in bar:
-        bar.set_postfix_str(cfg.run_id, refresh=True)
-        started = time.perf_counter()
-        try:
-            execute(cfg, notebook=notebook)
-            outcome.succeeded.append(cfg.run_id)
-        except KeyboardInterrupt:
-            bar.close()
-            print(f"interrupted during {cfg.run_id}; run the same command again to finish the grid", file=stream)
-            raise
-        except Exception as err:  # noqa: BLE001 — isolate the failure, keep going
-            outcome.failed.append((cfg.run_id, _first_line(err)))
-            bar.write(f"FAILED {cfg.run_id} after {time.perf_counter() - started:.0f}s: {_first_line(err)}")
+    print(f"{len(configs)} runs: {len(outcome.skipped)} already done, {len(todo)} to run"
+          + (f" ({jobs} at a time)" if jobs > 1 else ""), file=stream)
+    bar = tqdm(total=len(todo), unit="run", file=stream, dynamic_ncols=True, mininterval=0)
+
+    def record(run_id: str, message: str | None) -> None:
+        if message is None:
+            outcome.succeeded.append(run_id)
+        else:
+            outcome.failed.append((run_id, message))
+            bar.write(f"FAILED {run_id}: {message}")
+        bar.update(1)
+
+    try:
+        if jobs <= 1:
+            for cfg in todo:
+                bar.set_postfix_str(cfg.run_id, refresh=True)
+                record(*_execute_in_worker(cfg, str(notebook)))
+        else:
+            threads = max(1, (os.cpu_count() or jobs) // jobs)
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+                futures = [pool.submit(_execute_in_worker, cfg if cfg.num_threads else
+                                       RunConfig.from_dict({**cfg.to_dict(), "num_threads": threads}), str(notebook))
+                           for cfg in todo]
+                for future in as_completed(futures):
+                    record(*future.result())
+    except KeyboardInterrupt:
+        bar.close()
+        print("interrupted; run the same command again to finish the grid (finished runs are kept)", file=stream)
+        raise
     bar.close()
     print(f"done: {len(outcome.succeeded)} succeeded, {len(outcome.skipped)} skipped, "
           f"{len(outcome.failed)} failed", file=stream)
@@ -210,7 +239,9 @@ def _cmd_run(args) -> int:
             print(f"{'done' if is_done(cfg) else 'todo':<5} {cfg.run_id}")
         print(f"{len(configs)} runs ({sum(map(is_done, configs))} done) -> {configs[0].output_dir}")
         return 0
-    outcome = run_grid(configs, force=args.force)
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs must be a positive integer, got {args.jobs}")
+    outcome = run_grid(configs, force=args.force, jobs=args.jobs)
     return 1 if outcome.failed else 0
 
 
@@ -221,5 +252,6 @@ def register_run(sub) -> None:
     p.add_argument("--force", action="store_true", help="rerun finished runs too")
     p.add_argument("--only", action="append", default=[], metavar="KEY=VALUE", help="keep matching runs")
     p.add_argument("--output-dir", help="where run folders go (default: the grid's output_dir)")
+    p.add_argument("--jobs", type=int, default=1, help="runs executed in parallel (default 1)")
     p.set_defaults(func=_cmd_run)
 

@@ -83,7 +83,7 @@ grids:
 
 def test_runner_records_skips_and_isolates_failures(grid_file, tmp_path):
     configs = runner.load_grid(grid_file)
-    outcome = runner.run_grid(configs)
+    outcome = runner.run_grid(configs, jobs=2)  # parallel workers; the rerun below is sequential
     assert len(outcome.succeeded) == 2 and len(outcome.failed) == 1 and not outcome.skipped
     failed_id = outcome.failed[0][0]
     rec = load_record(tmp_path / "runs" / failed_id)
