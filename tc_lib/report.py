@@ -135,7 +135,7 @@ class Report:
     def datasets(self) -> None:
         from .data import get_dataset, label_names
         from .errors import DataError
-        from .metrics import classification_metrics, majority_floor
+        from .metrics import majority_floor
 
         md("## 数据集 · Datasets\n\n分类基线：TF-IDF（1–2 元词组）+ 逻辑回归，在完整训练集上训练（scikit-learn，数秒）。"
            "A classical reference: TF-IDF (uni+bigrams) + logistic regression trained on the full train split "

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .config import RunConfig
-from .errors import ConfigError, TcError
+from .errors import ConfigError
 from .results import finish_run, load_record, new_record
 
 REPO = Path(__file__).resolve().parents[1]

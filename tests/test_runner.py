@@ -31,7 +31,7 @@ def test_shipped_grids_expand():
     assert counts == {"smoke": 4, "quick": 27, "cpu_full": 90, "paper": 45 + 30}
     quick = runner.load_grid(REPO / "params" / "quick.yaml")
     lrs = {(c.method, c.learning_rate) for c in quick}
-    assert lrs == {("full", 5e-5), ("lora", 1e-3), ("adapter", 1e-3)}
+    assert lrs == {("full", 1e-4), ("lora", 2e-3), ("adapter", 2e-3)}
     paper = runner.load_grid(REPO / "params" / "paper.yaml")
     assert {c.model for c in paper if c.method != "full"} == {"roberta-base"}
 
