@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .config import RunConfig
-from .data import data_root, get_dataset, label_names
+from .data import data_root, files_for, get_dataset, label_names
 from .metrics import classification_metrics, majority_floor
 from .models import build_model, load_tokenizer, save_weights
 from .results import RunResult, finish_run, start_run, write_history
@@ -68,7 +68,7 @@ class _Recorder:
         self.detail: dict[str, Any] | None = None  # set by compute_metrics, consumed by on_evaluate
         self.train_time = self.eval_time = 0.0
         self.best: tuple[float, int, dict] | None = None
-        self._epoch_start = 0.0
+        self._epoch_start = self._eval_start = 0.0
 
     def compute_metrics(self, eval_pred) -> dict[str, float]:
         logits = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
@@ -140,7 +140,8 @@ def _run(cfg: RunConfig, run_dir: Path, record: dict[str, Any]) -> None:
     train = splits["train"]
     test_labels = splits["test"]["labels"]
     record["data"].update(label_names=names, train_size=len(train), test_size=len(test_labels),
-                          majority_floor=majority_floor(labels=test_labels, num_classes=len(names)))
+                          majority_floor=majority_floor(labels=test_labels, num_classes=len(names)),
+                          files={f.relpath: f.sha256 for f in files_for(cfg.datasets)})  # verified on load
     record["selection"]["dev_size"] = len(splits["dev"]) if "dev" in splits else None
 
     set_seed(cfg.seed)  # before the model is built: the new head's initialisation depends on it
