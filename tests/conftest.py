@@ -85,15 +85,17 @@ def synthetic_data(synthetic_root, monkeypatch) -> Path:
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory) -> str:
     """A random 2-layer, hidden-64 BERT with a WordPiece tokenizer trained here (no download)."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
 
-    texts = [f"{r['term']} {r['sentence']}" for r in synthetic_semeval(400, 7).values()]
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    # A fixed word-level vocabulary (sorted), not a trained one: tokenizer training breaks ties in a
+    # process-dependent order, which would make the tiny model differ from one test session to the next.
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    words = sorted({w for r in synthetic_semeval(800, 7).values() for w in f"{r['term']} {r['sentence']}".split()}
+                   | {w for ws in WORDS.values() for w in ws} | set(TERMS))
+    tok = Tokenizer(models.WordPiece(vocab={t: i for i, t in enumerate(specials + words)}, unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=300, special_tokens=specials))
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
         special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
@@ -105,12 +107,12 @@ def tiny_bert(tmp_path_factory) -> str:
     config = BertConfig(vocab_size=fast.vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=128, max_position_embeddings=130, num_labels=3)
     model = BertForSequenceClassification(config)
-    # "Pretrain" one epoch on the synthetic task so that frozen-base methods (LoRA, adapters) start,
+    # "Pretrain" two epochs on the synthetic task so that frozen-base methods (LoRA, adapters) start,
     # as with a real encoder, from features that carry the words; only the encoder is saved, so every
     # run gets a fresh classification head.
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3)
     label_of = {name: i for i, name in enumerate(WORDS)}
-    records = list(synthetic_semeval(800, 11).values())
+    records = list(synthetic_semeval(800, 11).values()) * 2  # two epochs
     for start in range(0, len(records), 16):
         chunk = records[start:start + 16]
         batch = fast([r["term"] for r in chunk], [r["sentence"] for r in chunk], padding=True, return_tensors="pt")
