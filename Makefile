@@ -39,7 +39,7 @@ test: venv sysdeps
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q
 
 report: venv sysdeps
-	$(PY) -m tc_lib run $(PARAMS) --jobs $(JOBS)
+	$(PY) -m tc_lib run $(PARAMS) --jobs $(JOBS) || echo "note: some runs failed; the report lists them"
 	$(PY) -m tc_lib report --pdf
 
 bench: venv

@@ -171,8 +171,9 @@ def build(config: Any, setup: Setup):
     elif setup.method == "adapter":
         import adapters
 
-        from .models import _adapter_interface
+        from .models import _adapter_interface, quiet_adapters
 
+        quiet_adapters()
         adapters.init(model, interface=_adapter_interface(config.model_type))
         from adapters import DoubleSeqBnConfig, SeqBnConfig
 

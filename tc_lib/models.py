@@ -177,9 +177,17 @@ def adapter_config(cfg: RunConfig):
     return cls(reduction_factor=cfg.adapter_reduction_factor)
 
 
+def quiet_adapters() -> None:
+    """adapters warns "none are activated" between add_adapter and train_adapter, which we call together."""
+    import logging
+
+    logging.getLogger("adapters").setLevel(logging.ERROR)
+
+
 def _add_adapter(model: Any, cfg: RunConfig) -> Any:
     import adapters
 
+    quiet_adapters()
     try:
         adapters.init(model, interface=_adapter_interface(model.config.model_type))
     except ValueError as err:
@@ -241,6 +249,7 @@ def load_trained(cfg: RunConfig, directory: Path, num_labels: int):
     import adapters
     from safetensors.torch import load_file
 
+    quiet_adapters()
     adapters.init(base, interface=_adapter_interface(base.config.model_type))
     base.load_adapter(str(directory), load_as=ADAPTER_NAME, with_head=False)
     base.set_active_adapters(ADAPTER_NAME)
