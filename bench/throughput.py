@@ -1,6 +1,6 @@
 """Training throughput, three ways side by side in one process (MiniLM, restaurant_sup, same batches):
 
-  (a) tc_lib.train_and_evaluate: dynamic padding per batch, Trainer;
+  (a) tc_lib.train_and_evaluate: length-grouped batches, dynamic padding per batch, Trainer;
   (b) the common course recipe: Trainer with every example padded to max_length=128;
   (c) a bare PyTorch loop (AdamW + linear schedule) over the batches of (a).
 
@@ -57,17 +57,17 @@ def bench_padded_trainer(cfg, splits, tokenizer):
 
 
 def bench_bare_loop(cfg, splits, tokenizer):
-    from torch.utils.data import DataLoader
-    from transformers import DataCollatorWithPadding, get_linear_schedule_with_warmup, set_seed
+    from transformers import DataCollatorWithPadding, Trainer, get_linear_schedule_with_warmup, set_seed
 
     from tc_lib.models import build_model
+    from tc_lib.train import _training_args
 
     set_seed(cfg.seed)
     model, _ = build_model(cfg, 3)
     model.train()
-    train = splits["train"].with_format(columns=["input_ids", "attention_mask", "token_type_ids", "labels"])
-    loader = DataLoader(train, batch_size=cfg.train_batch_size, shuffle=True,
-                        collate_fn=DataCollatorWithPadding(tokenizer))
+    with tempfile.TemporaryDirectory() as out:  # the batches of (a): tc_lib's sampler and collator
+        loader = Trainer(model=model, args=_training_args(cfg, out), train_dataset=splits["train"],
+                         data_collator=DataCollatorWithPadding(tokenizer)).get_train_dataloader()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     steps = len(loader) * cfg.epochs
@@ -80,7 +80,7 @@ def bench_bare_loop(cfg, splits, tokenizer):
             optimizer.step()
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
-    return len(train) * cfg.epochs / (time.perf_counter() - start)
+    return len(splits["train"]) * cfg.epochs / (time.perf_counter() - start)
 
 
 def main() -> None:

@@ -35,6 +35,7 @@ class RunConfig:
     train_batch_size: int = 16
     eval_batch_size: int = 64
     max_seq_length: int = 128  # truncation only; batches are padded to their longest example
+    group_by_length: bool = True  # batches of similar length (less padding); batch order stays random
     warmup_ratio: float = 0.06
     weight_decay: float = 0.01
     lora_r: int = 8
@@ -132,6 +133,7 @@ def _validate(cfg: RunConfig) -> None:
     _check(cfg.adapter_config in ADAPTER_CONFIGS, "adapter_config", " | ".join(ADAPTER_CONFIGS), cfg.adapter_config)
     _check(cfg.precision in PRECISIONS, "precision", " | ".join(PRECISIONS), cfg.precision)
     _check(cfg.save_weights in SAVE_WEIGHTS, "save_weights", " | ".join(SAVE_WEIGHTS), cfg.save_weights)
+    _check(isinstance(cfg.group_by_length, bool), "group_by_length", "true or false", cfg.group_by_length)
     for name in ("seed", "data_seed"):
         value = getattr(cfg, name)
         _check(_is_int(value) and value >= 0, name, "an integer >= 0", value)

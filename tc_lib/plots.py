@@ -30,16 +30,17 @@ def setup_fonts() -> str | None:
 
 
 def curves_figure(curve_frames: dict[str, pd.DataFrame], *, titles: dict[str, str]):
-    """One row per dataset, one column per metric; a line per (model, method) with a ±std band."""
+    """One column per dataset, one row per metric (fits a landscape page); a line per (model, method)
+    with a ±std band."""
     import matplotlib.pyplot as plt
 
     setup_fonts()
     metrics = list(curve_frames)
     datasets = sorted(set().union(*(set(f["dataset"]) for f in curve_frames.values())))
-    fig, axes = plt.subplots(len(datasets), len(metrics), figsize=(5.2 * len(metrics), 3.2 * len(datasets)),
+    fig, axes = plt.subplots(len(metrics), len(datasets), figsize=(4.6 * len(datasets), 3.0 * len(metrics)),
                              squeeze=False)
-    for row, dataset in enumerate(datasets):
-        for col, metric in enumerate(metrics):
+    for col, dataset in enumerate(datasets):
+        for row, metric in enumerate(metrics):
             ax = axes[row][col]
             frame = curve_frames[metric]
             frame = frame[frame["dataset"] == dataset]
@@ -53,7 +54,7 @@ def curves_figure(curve_frames: dict[str, pd.DataFrame], *, titles: dict[str, st
             ax.grid(alpha=0.3)
             if not frame.empty:
                 ax.set_xticks(sorted(frame["epoch"].unique()))
-            if row == 0 and col == len(metrics) - 1:
+            if row == 0 and col == len(datasets) - 1:
                 ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     return fig

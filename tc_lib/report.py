@@ -307,14 +307,14 @@ class Report:
                 p_peft = trained[trained["method"] == r.b]["params_trainable"].median()
                 t_full = trained[trained["method"] == "full"]["train_samples_per_s"].mean()
                 t_peft = trained[trained["method"] == r.b]["train_samples_per_s"].mean()
+                higher = "高" if r.diff >= 0 else "低"
                 lines.append(
-                    f"- {r.dataset} · {r.model}: 全量微调比 {r.b} 高 {100 * r.diff:+.2f} 个 macro-F1 点 "
+                    f"- {r.dataset} · {r.model}: 全量微调比 {r.b} {higher} {abs(100 * r.diff):.2f} 个 macro-F1 点 "
                     f"(p={_p(r.p_value)}, {sig}, n={r.n}); {r.b} 仅训练 {p_peft / p_full:.2%} 的参数，"
                     f"训练吞吐为全量的 {t_peft / t_full:.2f} 倍。 Full fine-tuning minus {r.b}: "
                     f"{100 * r.diff:+.2f} macro-F1 points; {r.b} trains {p_peft / p_full:.2%} of the parameters "
                     f"at {t_peft / t_full:.2f}× the training throughput.")
         md("\n".join(lines))
-
 
     # ------------------------------------------------------------ memory
 

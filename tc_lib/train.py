@@ -128,7 +128,7 @@ def _training_args(cfg: RunConfig, output_dir: str):
         logging_strategy="epoch", save_strategy="no", report_to="none", disable_tqdm=True,
         label_names=["labels"],  # PeftModel hides `labels` from Trainer's signature check
         use_cpu=not torch.cuda.is_available(), bf16=cfg.precision == "bf16", fp16=cfg.precision == "fp16",
-        dataloader_num_workers=0,
+        dataloader_num_workers=0, group_by_length=cfg.group_by_length,
     )
 
 

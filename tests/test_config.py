@@ -15,7 +15,7 @@ INVALID = {
     "weight_decay": -0.1, "lora_r": 0, "lora_alpha": "16", "lora_dropout": 1.0, "lora_target_modules": [],
     "adapter_config": "prefix_tuning", "adapter_reduction_factor": 0, "selection": "test", "dev_fraction": 0.0,
     "max_train_samples": 0, "data_seed": "x", "precision": "int8", "save_weights": "some", "output_dir": "",
-    "num_threads": 0,
+    "num_threads": 0, "group_by_length": "yes",
 }
 
 
