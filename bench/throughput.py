@@ -67,7 +67,8 @@ def bench_bare_loop(cfg, splits, tokenizer):
     model.train()
     with tempfile.TemporaryDirectory() as out:  # the batches of (a): tc_lib's sampler and collator
         loader = Trainer(model=model, args=_training_args(cfg, out), train_dataset=splits["train"],
-                         data_collator=DataCollatorWithPadding(tokenizer)).get_train_dataloader()
+                         eval_dataset=splits["test"], data_collator=DataCollatorWithPadding(tokenizer)
+                         ).get_train_dataloader()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     steps = len(loader) * cfg.epochs
