@@ -106,7 +106,7 @@ def main() -> None:
     n = len(splits["train"])
     print(f"\nMiniLM · restaurant_sup · {args.method} · {n} train examples × {args.epochs} epoch(s) · "
           f"batch {cfg.train_batch_size} · torch threads {torch.get_num_threads()}")
-    print(f"(a) tc_lib, dynamic padding    {a_speed:8.1f} ex/s   test macro-F1 {a_f1:.4f}")
+    print(f"(a) tc_lib, length-grouped     {a_speed:8.1f} ex/s   test macro-F1 {a_f1:.4f}")
     print(f"(b) Trainer, padded to 128     {b_speed:8.1f} ex/s   test macro-F1 {b_f1:.4f}")
     print(f"(c) bare PyTorch loop          {c_speed:8.1f} ex/s")
     print(f"a/b = {a_speed / b_speed:.2f}  (target >= 3)   a/c = {a_speed / c_speed:.2f}  (target >= 0.9)   "
