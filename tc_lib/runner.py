@@ -150,6 +150,9 @@ def _first_line(err: BaseException) -> str:
 
 def _execute_in_worker(cfg: RunConfig, notebook: str) -> tuple[str, str | None]:
     """Process-pool entry point: (run_id, None) on success, (run_id, message) on failure."""
+    import logging
+
+    logging.getLogger("papermill").setLevel(logging.ERROR)  # "unknown parameter" notes for RunConfig defaults
     try:
         execute(cfg, notebook=Path(notebook))
         return cfg.run_id, None
@@ -171,7 +174,7 @@ def run_grid(configs: Sequence[RunConfig], *, force: bool = False, notebook: Pat
 
     from tqdm.auto import tqdm
 
-    logging.getLogger("papermill").setLevel(logging.ERROR)  # "unknown parameter" notes for RunConfig defaults
+    logging.getLogger("papermill").setLevel(logging.ERROR)
     outcome = GridOutcome([], [], [])
     todo = []
     for cfg in configs:
