@@ -125,9 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _extra_commands():
-    from . import export, memory, runner
+    from . import export, memory_cli, runner
 
-    return [runner.register_run, export.register_report, memory.register]
+    return [runner.register_run, export.register_report, memory_cli.register]
 
 
 def _quiet_libraries() -> None:
