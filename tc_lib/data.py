@@ -129,13 +129,13 @@ def _read_jsonl(path: Path, labels: Sequence[str], sep_token: str) -> Examples:
 def _read_agnews_csv(path: Path, labels: Sequence[str], sep_token: str) -> Examples:
     """AG News CSV without header: class index 1..4, title, description; text = title + ' ' + description."""
     texts, ids = [], []
+    valid = [str(i) for i in range(1, len(labels) + 1)]
     with open(_checked_exists(path), newline="", encoding="utf-8") as fh:
         for rowno, row in enumerate(csv.reader(fh), start=1):
             if len(row) != 3:
                 raise DataError(f"{path} row {rowno}: expected 3 columns (class index, title, description), "
                                 f"got {len(row)}")
             index = row[0].strip()
-            valid = [str(i) for i in range(1, len(labels) + 1)]
             if index not in valid:
                 raise DataError(f"{path} row {rowno}: unknown class index {row[0]!r}; expected one of "
                                 f"{', '.join(valid)}")

@@ -247,8 +247,9 @@ class Report:
     # ------------------------------------------------------------ comparisons
 
     def comparisons(self) -> pd.DataFrame:
+        most_seeds = int(self.runs.groupby(["dataset", "model", "method"]).size().max()) if len(self.runs) else 0
         md("## 配对比较 · Paired comparisons\n\n按种子配对：差值 = 均值(a − b)，p 值来自配对 t 检验，效应量为 Cohen's d_z。"
-           f"种子数少（n ≤ {max(self.runs.groupby(['dataset', 'model', 'method']).size().max() if len(self.runs) else 0, 0)}）"
+           f"种子数少（n ≤ {most_seeds}）"
            "时检验功效很低：不显著不代表没有差异。  \nPaired by seed: difference = mean(a − b), p from the "
            "paired t-test, effect size Cohen's d_z. With this few seeds the tests have low power: a non-"
            "significant result is not evidence of no difference.")
