@@ -169,17 +169,11 @@ def build(config: Any, setup: Setup):
         model = get_peft_model(model, LoraConfig(task_type=task, r=setup.lora_r, lora_alpha=2 * setup.lora_r,
                                                  lora_dropout=setup.lora_dropout, target_modules=targets))
     elif setup.method == "adapter":
-        import adapters
+        from .models import ADAPTER_NAME, bottleneck_config, init_adapters
 
-        from .models import _adapter_interface, quiet_adapters
-
-        quiet_adapters()
-        adapters.init(model, interface=_adapter_interface(config.model_type))
-        from adapters import DoubleSeqBnConfig, SeqBnConfig
-
-        cls = SeqBnConfig if setup.adapter_config == "seq_bn" else DoubleSeqBnConfig
-        model.add_adapter("task", config=cls())
-        model.train_adapter("task")
+        init_adapters(model)
+        model.add_adapter(ADAPTER_NAME, config=bottleneck_config(setup.adapter_config))
+        model.train_adapter(ADAPTER_NAME)
         for param in model.parameters():  # the adapters library creates them in fp32; match the base dtype
             if param.dtype != dtype:
                 param.data = param.data.to(dtype)

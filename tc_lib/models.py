@@ -170,30 +170,32 @@ def _adapter_interface(model_type: str):
         layer_output_proj="output.dense")
 
 
-def adapter_config(cfg: RunConfig):
+def bottleneck_config(name: str, reduction_factor: int = 16):
+    """seq_bn (Pfeiffer) or double_seq_bn (Houlsby) bottleneck adapters."""
     from adapters import DoubleSeqBnConfig, SeqBnConfig
 
-    cls = {"seq_bn": SeqBnConfig, "double_seq_bn": DoubleSeqBnConfig}[cfg.adapter_config]
-    return cls(reduction_factor=cfg.adapter_reduction_factor)
+    cls = {"seq_bn": SeqBnConfig, "double_seq_bn": DoubleSeqBnConfig}[name]
+    return cls(reduction_factor=reduction_factor)
 
 
-def quiet_adapters() -> None:
-    """adapters warns "none are activated" between add_adapter and train_adapter, which we call together."""
+def init_adapters(model: Any) -> None:
+    """Give a transformers model the adapters library's methods (with our interface for MPNet)."""
     import logging
 
-    logging.getLogger("adapters").setLevel(logging.ERROR)
-
-
-def _add_adapter(model: Any, cfg: RunConfig) -> Any:
     import adapters
 
-    quiet_adapters()
+    # adapters warns "none are activated" between add_adapter and train_adapter, which we call together
+    logging.getLogger("adapters").setLevel(logging.ERROR)
     try:
         adapters.init(model, interface=_adapter_interface(model.config.model_type))
     except ValueError as err:
         raise ConfigError(f"method 'adapter' is not available for model type "
                           f"{model.config.model_type!r}: {err}") from None
-    model.add_adapter(ADAPTER_NAME, config=adapter_config(cfg))
+
+
+def _add_adapter(model: Any, cfg: RunConfig) -> Any:
+    init_adapters(model)
+    model.add_adapter(ADAPTER_NAME, config=bottleneck_config(cfg.adapter_config, cfg.adapter_reduction_factor))
     model.train_adapter(ADAPTER_NAME)  # freezes the base model; the static classifier stays trainable
     for name, param in model.named_parameters():
         if "pooler" in name.split("."):
@@ -246,15 +248,14 @@ def load_trained(cfg: RunConfig, directory: Path, num_labels: int):
         from peft import PeftModel
 
         return PeftModel.from_pretrained(base, str(directory)).eval()
-    import adapters
     from safetensors.torch import load_file
 
-    quiet_adapters()
-    adapters.init(base, interface=_adapter_interface(base.config.model_type))
+    init_adapters(base)
     base.load_adapter(str(directory), load_as=ADAPTER_NAME, with_head=False)
     base.set_active_adapters(ADAPTER_NAME)
-    missing = set(load_file(str(directory / "head.safetensors"))) - set(dict(base.named_parameters()))
+    head = load_file(str(directory / "head.safetensors"))
+    missing = set(head) - set(dict(base.named_parameters()))
     if missing:
         raise ConfigError(f"{directory}/head.safetensors has weights the model lacks: {sorted(missing)}")
-    base.load_state_dict(load_file(str(directory / "head.safetensors")), strict=False)
+    base.load_state_dict(head, strict=False)
     return base.eval()
