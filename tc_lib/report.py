@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from . import stats
-from .results import read_history, read_runs
+from .errors import TcError
+from .results import load_record, read_history, read_runs
 
 # datasets imports tqdm.auto, which warns inside a kernel without ipywidgets; the report shows no bars
 warnings.filterwarnings("ignore", message="IProgress not found")
@@ -62,12 +63,7 @@ class Report:
     @classmethod
     def load(cls, runs_dir: str | Path) -> "Report":
         runs = read_runs(runs_dir)
-        records = {}
-        for run_dir in runs["run_dir"]:
-            try:
-                records[Path(run_dir).name] = json.loads((Path(run_dir) / "metrics.json").read_text())
-            except (OSError, ValueError):
-                pass
+        records = {Path(d).name: rec for d in runs["run_dir"] if (rec := load_record(Path(d))) is not None}
         return cls(runs, read_history(runs_dir), records)
 
     # ------------------------------------------------------------ header and rules
@@ -480,7 +476,9 @@ def show_run(run_dir: str | Path) -> None:
 
     from .plots import setup_fonts
 
-    rec = json.loads((Path(run_dir) / "metrics.json").read_text())
+    rec = load_record(Path(run_dir))
+    if rec is None:
+        raise TcError(f"{run_dir}/metrics.json: missing or not a tc_lib run record")
     m = rec["metrics"]
     table(pd.DataFrame([{"状态 Status": rec["status"], "选择 Selection": f"{rec['selection']['rule']} "
                          f"(epoch {rec['selection']['chosen_epoch']})", "Accuracy": _fmt(m["accuracy"]),
