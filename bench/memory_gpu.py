@@ -27,12 +27,14 @@ CONFIGS = {
                                              num_attention_heads=32, num_key_value_heads=8, vocab_size=32000,
                                              max_position_embeddings=4096, tie_word_embeddings=False),
 }
-SETUPS = [dict(method="full", precision="amp_bf16", optimizer="adamw_fused"),
-          dict(method="full", precision="bf16", optimizer="adamw"),
-          dict(method="full", precision="amp_bf16", optimizer="adamw_fused", gradient_checkpointing=True),
-          dict(method="lora", precision="bf16", optimizer="adamw"),
-          dict(method="lora", precision="amp_bf16", optimizer="adamw_fused", gradient_checkpointing=True),
-          dict(method="adapter", precision="bf16", optimizer="adamw")]
+SETUPS = [dict(method="full", mixed_precision="bf16", optimizer="adamw_fused"),
+          dict(method="full", torch_dtype="bfloat16", mixed_precision="no", optimizer="adamw"),
+          dict(method="full", mixed_precision="bf16", optimizer="adamw_fused", gradient_checkpointing=True),
+          dict(method="lora", torch_dtype="bfloat16", mixed_precision="no", optimizer="adamw"),
+          dict(method="lora", mixed_precision="bf16", optimizer="adamw_fused", gradient_checkpointing=True),
+          dict(method="adapter", torch_dtype="bfloat16", mixed_precision="no", optimizer="adamw"),
+          dict(method="lora", torch_dtype="bfloat16", mixed_precision="bf16", optimizer="adamw_fused"),
+          dict(method="ia3", torch_dtype="bfloat16", mixed_precision="bf16", optimizer="adamw_fused")]
 SHAPES = [(1, 2048), (8, 512)]
 
 
@@ -50,7 +52,7 @@ def measure_cuda(config, setup: memory.Setup, steps: int = 3) -> int:
         if step == 1:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=setup.precision == "amp_bf16"):
+        with memory.autocast_context(setup, device="cuda"):
             loss = model(**batch).loss
         loss.backward()
         optimizer.step()

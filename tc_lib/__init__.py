@@ -1,4 +1,4 @@
-"""tc_lib — fine-tune pretrained text encoders (full, LoRA, adapters) and report on the runs.
+"""tc_lib — fine-tune pretrained text encoders (full, LoRA, adapters, IA3) and report on the runs.
 
 The public names load lazily, so `python -m tc_lib data info` does not import torch.
 """
@@ -12,10 +12,10 @@ from .errors import ConfigError, DataError, TcError
 
 __version__ = "0.1.0"
 _LAZY = {
-    "Breakdown": "memory", "Report": "report", "RunConfig": "config", "RunResult": "results",
-    "build_model": "models", "dataset_info": "data", "estimate": "memory", "get_dataset": "data",
-    "load_grid": "runner", "read_history": "results", "read_runs": "results", "run_grid": "runner",
-    "train_and_evaluate": "train",
+    "Breakdown": "memory", "METHODS": "methods", "Report": "report.sections", "RunConfig": "config",
+    "RunResult": "results", "apply_method": "methods", "build_model": "models", "dataset_info": "data",
+    "estimate": "memory", "get_dataset": "data", "load_grid": "grid", "read_history": "results",
+    "read_runs": "results", "run_grid": "grid", "train_and_evaluate": "train",
 }
 __all__ = sorted(["ConfigError", "DataError", "TcError", *_LAZY])
 

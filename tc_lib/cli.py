@@ -1,4 +1,6 @@
-"""`python -m tc_lib {data,train,run,report,memory} ...` — thin commands over the library."""
+"""`python -m tc_lib {data,train,run,report,memory} ...` — the one place that parses arguments and prints.
+
+Each command lives beside what it drives and registers itself with `register(subparsers)`."""
 
 from __future__ import annotations
 
@@ -8,29 +10,13 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import ConfigError, TcError
+from .errors import TcError
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2 — no usage dump
         print(f"error: {self.prog}: {message}", file=sys.stderr)
         raise SystemExit(2)
-
-
-def parse_assignments(items: Sequence[str], *, option: str = "--set") -> dict[str, Any]:
-    """key=value pairs; values are YAML scalars or lists (1e-4, null, [query, value])."""
-    import yaml
-
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"{option} {item!r}: expected key=value")
-        try:
-            out[key.strip()] = yaml.safe_load(value) if value.strip() else None
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{option} {item!r}: cannot parse the value ({err.__class__.__name__})") from None
-    return out
 
 
 # ---------------------------------------------------------------- data
@@ -67,6 +53,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from .config import RunConfig
+    from .grid.params import parse_assignments
     from .train import train_and_evaluate
 
     values: dict[str, Any] = {"model": args.model, "dataset": args.dataset[0] if len(args.dataset) == 1
@@ -81,7 +68,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except TcError:
         raise
     except Exception as err:
-        run_dir = Path(cfg.output_dir) / cfg.run_id
+        run_dir = cfg.run_dir
         print(f"error: run failed ({err.__class__.__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
               f"record: {run_dir}/metrics.json", file=sys.stderr)
         return 1
@@ -89,13 +76,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .config import METHODS
+def _register_data(sub) -> None:
     from .data import DATASET_NAMES, DEFAULT_DATA_SEED
-
-    parser = _Parser(prog="python -m tc_lib", description="Fine-tuning study kit: data, training, grids, "
-                     "report and memory estimates.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("data", help="fetch, verify and describe the datasets")
     p.add_argument("action", choices=["fetch", "verify", "info"])
@@ -107,10 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", action="store_true", help="info: read files without checking sha256")
     p.set_defaults(func=_cmd_data)
 
+
+def _register_train(sub) -> None:
+    from .methods import METHODS
+
     p = sub.add_parser("train", help="train one configuration and print its run folder")
     p.add_argument("--model", default="minilm")
     p.add_argument("--dataset", nargs="+", default=["restaurant_sup"], help="one name, or several to concatenate")
-    p.add_argument("--method", choices=METHODS, default="full")
+    p.add_argument("--method", choices=list(METHODS), default="full")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--epochs", type=int)
     p.add_argument("--learning-rate", type=float, dest="learning_rate")
@@ -119,19 +105,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any RunConfig field")
     p.set_defaults(func=_cmd_train)
 
-    for register in _extra_commands():
+
+def build_parser() -> argparse.ArgumentParser:
+    from .grid import command as grid_command
+    from .memory import command as memory_command
+    from .report import command as report_command
+
+    parser = _Parser(prog="python -m tc_lib", description="Fine-tuning study kit: data, training, grids, "
+                     "report and memory estimates.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for register in (_register_data, _register_train, grid_command.register, report_command.register,
+                     memory_command.register):
         register(sub)
     return parser
 
 
-def _extra_commands():
-    from . import export, memory_cli, runner
-
-    return [runner.register_run, export.register_report, memory_cli.register]
-
-
 def _quiet_libraries() -> None:
-    """Errors reach the user as one line from us; the libraries' retry and load chatter would bury it."""
+    """Errors reach the user as one line from us; the libraries' retry and load chatter would bury it.
+    (The command line is the application: it, not the library, sets logging.)"""
     import logging
 
     for name in ("huggingface_hub", "transformers", "urllib3"):

@@ -3,53 +3,64 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping
 
 from .data import DATASET_NAMES, DEFAULT_DATA_SEED
 from .errors import ConfigError
+from .methods import ADAPTER_CONFIGS, METHODS, OPTION_DEFAULTS
 
-METHODS = ("full", "lora", "adapter")
 SELECTIONS = ("last", "dev")
-ADAPTER_CONFIGS = ("seq_bn", "double_seq_bn")
-PRECISIONS = ("fp32", "bf16", "fp16")
+TORCH_DTYPES = ("float32", "bfloat16")  # the dtype the model is loaded in (transformers' torch_dtype)
+MIXED_PRECISIONS = ("no", "bf16", "fp16")  # autocast over whatever the weights are (accelerate's word)
 SAVE_WEIGHTS = ("peft", "all", "none")
-# PEFT trains ~0.5 % of the weights and needs a larger step to learn in a few epochs
-# (shared/notes/feasibility.md §3: lr 5e-4 stays near chance after one epoch, 2e-3 learns).
-DEFAULT_LEARNING_RATE = {"full": 5e-5, "lora": 1e-3, "adapter": 1e-3}
+DEFAULT_LEARNING_RATE = {name: method.learning_rate for name, method in METHODS.items()}
 # Fields that say where and how fast a run executes, not what it computes: left out of run_id.
 EXECUTION_FIELDS = ("output_dir", "num_threads")
+# Fields of earlier versions: a config that still uses one gets an error naming what replaced it.
+RENAMED = {
+    "precision": "'precision' was split into torch_dtype (float32 | bfloat16: the dtype the weights are "
+                 "loaded in) and mixed_precision (no | bf16 | fp16: autocast); fp32 -> torch_dtype: float32, "
+                 "mixed_precision: no; bf16 -> mixed_precision: bf16; fp16 -> mixed_precision: fp16",
+    "lora_target_modules": "'lora_target_modules' is now peft_target_modules (LoRA and IA3 alike)",
+}
+_LITERALS = (type(None), bool, int, float, str, list, tuple)
+_IPYTHON_NAMES = {"In", "Out", "exit", "quit", "get_ipython"}
 
 
 @dataclass(frozen=True)
 class RunConfig:
     model: str = "minilm"  # registry name (minilm, mpnet), hub id or local path
     dataset: str | tuple[str, ...] = "restaurant_sup"  # a dataset name or a tuple of names
-    method: str = "full"  # full | lora | adapter
+    method: str = "full"  # full | lora | adapter | ia3 (tc_lib.methods.METHODS)
     seed: int = 1  # training seed: init of new weights, data order, dropout
     epochs: int = 3
-    learning_rate: float | None = None  # None -> DEFAULT_LEARNING_RATE[method]
+    learning_rate: float | None = None  # None -> the method's default (5e-5 full, 1e-3 LoRA/adapter, 3e-3 IA3)
     train_batch_size: int = 16
     eval_batch_size: int = 64
     max_seq_length: int = 128  # truncation only; batches are padded to their longest example
     group_by_length: bool = True  # batches of similar length (less padding); batch order stays random
     warmup_ratio: float = 0.06
     weight_decay: float = 0.01
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.1
-    lora_target_modules: tuple[str, ...] | None = None  # None -> peft's default for the architecture
-    adapter_config: str = "seq_bn"  # seq_bn (Pfeiffer) | double_seq_bn (Houlsby)
-    adapter_reduction_factor: int = 16
+    lora_r: int = OPTION_DEFAULTS["lora_r"]
+    lora_alpha: int = OPTION_DEFAULTS["lora_alpha"]
+    lora_dropout: float = OPTION_DEFAULTS["lora_dropout"]
+    peft_target_modules: tuple[str, ...] | None = OPTION_DEFAULTS["peft_target_modules"]  # LoRA / IA3 targets
+    ia3_feedforward_modules: tuple[str, ...] | None = OPTION_DEFAULTS["ia3_feedforward_modules"]
+    adapter_config: str = OPTION_DEFAULTS["adapter_config"]  # seq_bn (Pfeiffer) | double_seq_bn (Houlsby)
+    adapter_reduction_factor: int = OPTION_DEFAULTS["adapter_reduction_factor"]
     selection: str = "last"  # last epoch, or the epoch with the best dev macro-F1 (never test)
     dev_fraction: float = 0.1  # share of train carved out as dev when selection == "dev"
     max_train_samples: int | None = None  # seeded subsample of train, for quick profiles
     data_seed: int = DEFAULT_DATA_SEED  # AG News split, few-shot draw, dev carve and subsample
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 needs CUDA)
-    save_weights: str = "peft"  # peft: LoRA/adapter weights + head; all: also full models; none
+    torch_dtype: str = "float32"  # float32 | bfloat16: the dtype the model's weights are loaded in
+    mixed_precision: str = "no"  # no | bf16 | fp16 (fp16 needs CUDA): autocast over the weights
+    save_weights: str = "peft"  # peft: PEFT weights + head; all: also full models; none
     output_dir: str = "outputs/runs"
     num_threads: int | None = None  # torch CPU threads; None leaves torch's default
 
@@ -57,30 +68,63 @@ class RunConfig:
         _validate(self)
         if isinstance(self.dataset, list):
             object.__setattr__(self, "dataset", tuple(self.dataset))
-        if isinstance(self.lora_target_modules, list):
-            object.__setattr__(self, "lora_target_modules", tuple(self.lora_target_modules))
+        for name in ("peft_target_modules", "ia3_feedforward_modules"):
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
         if self.learning_rate is None:
             object.__setattr__(self, "learning_rate", DEFAULT_LEARNING_RATE[self.method])
         object.__setattr__(self, "learning_rate", float(self.learning_rate))
 
     @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
     def from_dict(cls, values: Mapping[str, Any], *, source: str = "config") -> "RunConfig":
-        """Build from a mapping, rejecting unknown keys with the list of valid ones."""
-        names = [f.name for f in dataclasses.fields(cls)]
+        """Build from a mapping, rejecting unknown keys with the closest field and the list of valid ones."""
+        names = cls.field_names()
         unknown = sorted(set(values) - set(names))
+        renamed = [key for key in unknown if key in RENAMED]
+        if renamed:
+            raise ConfigError(f"{source}: field {RENAMED[renamed[0]]}")
         if unknown:
-            raise ConfigError(f"{source}: unknown field(s) {', '.join(unknown)}; valid fields: {', '.join(names)}")
+            hints = [f"{key} -> {close[0]}" for key in unknown if (close := difflib.get_close_matches(key, names, 1))]
+            hint = f" (did you mean {', '.join(hints)}?)" if hints else ""
+            raise ConfigError(f"{source}: unknown field(s) {', '.join(unknown)}{hint}; valid fields: {', '.join(names)}")
         try:
             return cls(**dict(values))
         except ConfigError as err:
             raise ConfigError(f"{source}: {err}") from None
 
+    @classmethod
+    def from_namespace(cls, namespace: Mapping[str, Any], *, base_dir: str | Path | None = None) -> "RunConfig":
+        """Freeze a notebook's parameter variables into a RunConfig.
+
+        Every public variable holding a plain literal must be a field: a misspelled parameter
+        (`learning_rte`) is an error naming the closest field, never silently dropped. A relative
+        output_dir is taken relative to `base_dir` (the notebook passes the project root).
+        """
+        candidates = {k: v for k, v in namespace.items()
+                      if not k.startswith("_") and k not in _IPYTHON_NAMES and isinstance(v, _LITERALS)}
+        values = cls.from_dict(candidates, source="notebook parameters").to_dict()
+        if base_dir is not None and not Path(values["output_dir"]).is_absolute():
+            values["output_dir"] = str((Path(base_dir) / values["output_dir"]).resolve())
+        return cls.from_dict(values, source="notebook parameters")
+
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
-        for key in ("dataset", "lora_target_modules"):
+        for key in ("dataset", "peft_target_modules", "ia3_feedforward_modules"):
             if isinstance(out[key], tuple):
                 out[key] = list(out[key])
         return out
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.run_id
+
+    def method_options(self) -> dict[str, Any]:
+        """The method options (tc_lib.methods.OPTION_DEFAULTS keys) of this run."""
+        return {key: getattr(self, key) for key in OPTION_DEFAULTS}
 
     @property
     def datasets(self) -> tuple[str, ...]:
@@ -131,7 +175,9 @@ def _validate(cfg: RunConfig) -> None:
     _check(cfg.method in METHODS, "method", " | ".join(METHODS), cfg.method)
     _check(cfg.selection in SELECTIONS, "selection", " | ".join(SELECTIONS), cfg.selection)
     _check(cfg.adapter_config in ADAPTER_CONFIGS, "adapter_config", " | ".join(ADAPTER_CONFIGS), cfg.adapter_config)
-    _check(cfg.precision in PRECISIONS, "precision", " | ".join(PRECISIONS), cfg.precision)
+    _check(cfg.torch_dtype in TORCH_DTYPES, "torch_dtype", " | ".join(TORCH_DTYPES), cfg.torch_dtype)
+    _check(cfg.mixed_precision in MIXED_PRECISIONS, "mixed_precision", " | ".join(MIXED_PRECISIONS),
+           cfg.mixed_precision)
     _check(cfg.save_weights in SAVE_WEIGHTS, "save_weights", " | ".join(SAVE_WEIGHTS), cfg.save_weights)
     _check(isinstance(cfg.group_by_length, bool), "group_by_length", "true or false", cfg.group_by_length)
     for name in ("seed", "data_seed"):
@@ -153,8 +199,9 @@ def _validate(cfg: RunConfig) -> None:
         _check(_is_number(value) and low <= value < high, name, f"a number in [{low}, {high})", value)
     _check(_is_number(cfg.dev_fraction) and 0 < cfg.dev_fraction < 1, "dev_fraction", "a number in (0, 1)",
            cfg.dev_fraction)
-    targets = cfg.lora_target_modules
-    _check(targets is None or (isinstance(targets, (list, tuple)) and len(targets) > 0
-                               and all(isinstance(t, str) and t for t in targets)),
-           "lora_target_modules", "null or a non-empty list of module names", targets)
+    for name in ("peft_target_modules", "ia3_feedforward_modules"):
+        modules = getattr(cfg, name)
+        _check(modules is None or (isinstance(modules, (list, tuple)) and len(modules) > 0
+                                   and all(isinstance(t, str) and t for t in modules)),
+               name, "null or a non-empty list of module names", modules)
     _check(isinstance(cfg.output_dir, str) and cfg.output_dir != "", "output_dir", "a non-empty path", cfg.output_dir)

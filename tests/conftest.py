@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tc_lib import data
+from tc_lib import data, sources
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the hub; fail fast instead of retrying
 torch.set_num_threads(1)  # two OpenMP threads collapse when another process holds a core
@@ -78,7 +78,7 @@ def synthetic_data(synthetic_root, monkeypatch) -> Path:
     for key in ("semeval14_restaurant/train.json", "semeval14_restaurant/test.json"):
         raw = data.RAW_FILES[key]
         monkeypatch.setitem(data.RAW_FILES, key,
-                            dataclasses.replace(raw, sha256=data.sha256_of(synthetic_root / key)))
+                            dataclasses.replace(raw, sha256=sources.sha256_of(synthetic_root / key)))
     return synthetic_root
 
 

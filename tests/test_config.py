@@ -12,9 +12,9 @@ from tc_lib.errors import ConfigError
 INVALID = {
     "model": "", "dataset": "movies_sup", "method": "prefix", "seed": -1, "epochs": 0, "learning_rate": 2.0,
     "train_batch_size": 0, "eval_batch_size": 1.5, "max_seq_length": 4, "warmup_ratio": 1.0,
-    "weight_decay": -0.1, "lora_r": 0, "lora_alpha": "16", "lora_dropout": 1.0, "lora_target_modules": [],
+    "weight_decay": -0.1, "lora_r": 0, "lora_alpha": "16", "lora_dropout": 1.0, "peft_target_modules": [], "ia3_feedforward_modules": [""],
     "adapter_config": "prefix_tuning", "adapter_reduction_factor": 0, "selection": "test", "dev_fraction": 0.0,
-    "max_train_samples": 0, "data_seed": "x", "precision": "int8", "save_weights": "some", "output_dir": "",
+    "max_train_samples": 0, "data_seed": "x", "torch_dtype": "float16", "mixed_precision": "fp8", "save_weights": "some", "output_dir": "",
     "num_threads": 0, "group_by_length": "yes",
 }
 
@@ -61,6 +61,6 @@ def test_run_id_readable_stable_and_path_safe():
 
 
 def test_lists_become_tuples():
-    cfg = RunConfig(dataset=["acl_sup", "restaurant_sup"], lora_target_modules=["query"])
+    cfg = RunConfig(dataset=["acl_sup", "restaurant_sup"], peft_target_modules=["query"])
     assert cfg.dataset == ("acl_sup", "restaurant_sup") and cfg.to_dict()["dataset"] == ["acl_sup", "restaurant_sup"]
     hash(cfg)

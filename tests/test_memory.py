@@ -13,23 +13,24 @@ from tc_lib import memory
 from tc_lib.errors import ConfigError
 
 # Hand-derived counts (total with a 3-class head where there is one; LoRA r=8 on the q and v
-# projections: L·r·(d_in + d_out) per module; the trainable head peft adds to LoRA on encoders).
-# LLaMA: 2Vh + L(4h² + 3hi + 2h) + h untied; BERT: pooler + 768·3+3 head; RoBERTa: no pooler, 592,899 head.
+# projections: L·r·(d_in + d_out) per module; the trainable head peft adds to LoRA on encoders — as in
+# training, BERT's pooler (h² + h) trains with the classifier). LLaMA: 2Vh + L(4h² + 3hi + 2h) + h untied;
+# BERT: pooler 590,592 + 768·3+3 head; RoBERTa: no pooler, 592,899 head; MiniLM: pooler 147,840 + 1,155.
 COUNTS = {  # model: (total, LoRA weights, head trained under LoRA)
     "open_llama_3b": (3_426_473_600, 26 * 8 * (6400 + 6400), 0),
     "llama-3.2-3b": (3_212_749_824, 28 * 8 * (3072 + 3072) + 28 * 8 * (3072 + 1024), 0),
-    "bert-base-uncased": (109_482_240 + 2_307, 12 * 2 * 8 * (768 + 768), 2_307),
-    "scibert_scivocab_uncased": (109_482_240 + (31_090 - 30_522) * 768 + 2_307, 12 * 2 * 8 * 1536, 2_307),
+    "bert-base-uncased": (109_482_240 + 2_307, 12 * 2 * 8 * (768 + 768), 590_592 + 2_307),
+    "scibert_scivocab_uncased": (109_482_240 + (31_090 - 30_522) * 768 + 2_307, 12 * 2 * 8 * 1536, 590_592 + 2_307),
     "roberta-base": (124_645_632 - 590_592 + 592_899, 12 * 2 * 8 * 1536, 592_899),
-    "minilm": (22_714_371, 6 * 2 * 8 * 768, 1_155),
+    "minilm": (22_714_371, 6 * 2 * 8 * 768, 147_840 + 1_155),
 }
 
 
 @pytest.mark.parametrize("model", list(COUNTS))
 def test_exact_parameter_counts(model):
     total, lora_weights, lora_head = COUNTS[model]
-    full = memory.estimate(model, method="full", batch_size=1, seq_len=8, precision="fp32")
-    lora = memory.estimate(model, method="lora", batch_size=1, seq_len=8, precision="fp32")
+    full = memory.estimate(model, method="full", batch_size=1, seq_len=8, mixed_precision="no")
+    lora = memory.estimate(model, method="lora", batch_size=1, seq_len=8, mixed_precision="no")
     assert full.params_total == full.params_trainable == total
     assert lora.params_trainable == lora_weights + lora_head and lora.params_total == total + lora_weights
 
@@ -43,14 +44,14 @@ def test_mpnet_counts_with_eager_attention():
 
 
 def test_state_arithmetic():
-    b = memory.estimate("open_llama_3b", method="full", batch_size=1, seq_len=64, precision="amp_bf16")
+    b = memory.estimate("open_llama_3b", method="full", batch_size=1, seq_len=64, mixed_precision="bf16")
     n = COUNTS["open_llama_3b"][0]
     assert b.weights == b.gradients == 4 * n and b.optimizer_states == 8 * n and b.optimizer_temporaries == 4 * n
     assert b.phases["optimizer step"] == b.weights + b.gradients + b.optimizer_states + b.optimizer_temporaries + b.inputs
-    bf16 = memory.estimate("open_llama_3b", method="full", batch_size=1, seq_len=64, precision="bf16",
+    bf16 = memory.estimate("open_llama_3b", method="full", batch_size=1, seq_len=64, torch_dtype="bfloat16", mixed_precision="no",
                            optimizer="adamw_fused")
     assert bf16.weights == 2 * n and bf16.optimizer_states == 4 * n and bf16.optimizer_temporaries == 0
-    lora = memory.estimate("open_llama_3b", method="lora", batch_size=1, seq_len=64, precision="bf16")
+    lora = memory.estimate("open_llama_3b", method="lora", batch_size=1, seq_len=64, torch_dtype="bfloat16", mixed_precision="no")
     # peft keeps LoRA weights in fp32 on a bf16 base (autocast_adapter_dtype)
     assert lora.gradients == 4 * COUNTS["open_llama_3b"][1] and lora.weights == 2 * n + 4 * COUNTS["open_llama_3b"][1]
     eight = memory.estimate("open_llama_3b", method="full", batch_size=1, seq_len=64, optimizer="adamw_8bit")
@@ -59,8 +60,8 @@ def test_state_arithmetic():
 
 def test_accelerate_method_ignores_method_and_batch():
     n = COUNTS["open_llama_3b"][0]
-    assert memory.accelerate_estimate("open_llama_3b", precision="amp_bf16") == 8 * n  # 8 B/param
-    assert memory.accelerate_estimate("open_llama_3b", precision="fp32") == 16 * n
+    assert memory.accelerate_estimate("open_llama_3b", half_precision=True) == 8 * n  # 8 B/param
+    assert memory.accelerate_estimate("open_llama_3b", half_precision=False) == 16 * n
 
 
 def small_llama(**kw) -> LlamaConfig:
@@ -78,27 +79,27 @@ def small_bert(roberta: bool = False) -> BertConfig:
 # (family, config maker, options, batch, seq): both families × full/lora/adapter × fp32/amp_bf16/bf16 ×
 # sdpa/eager × checkpointing, plus step-bound shapes that exercise each optimizer's state arithmetic.
 VALIDATION = [
-    ("llama", small_llama, dict(method="full", precision="fp32"), 4, 96),
-    ("llama", small_llama, dict(method="full", precision="amp_bf16"), 4, 96),
-    ("llama", small_llama, dict(method="full", precision="bf16", attention="eager"), 4, 96),
-    ("llama-gqa", lambda: small_llama(kv=2), dict(method="full", precision="bf16"), 3, 128),
-    ("llama-tied", lambda: small_llama(tied=True), dict(method="full", precision="amp_bf16", attention="eager"), 2, 64),
-    ("llama", small_llama, dict(method="lora", precision="bf16"), 4, 96),
-    ("llama", small_llama, dict(method="lora", precision="amp_bf16", lora_targets=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")), 4, 96),
-    ("llama", small_llama, dict(method="adapter", precision="bf16"), 4, 96),
-    ("llama", small_llama, dict(method="full", precision="amp_bf16", gradient_checkpointing=True), 4, 96),
-    ("llama", small_llama, dict(method="lora", precision="bf16", gradient_checkpointing=True), 4, 96),
-    ("bert", small_bert, dict(method="full", precision="fp32", attention="eager"), 4, 96),
-    ("bert", small_bert, dict(method="full", precision="amp_bf16"), 4, 96),
-    ("bert", small_bert, dict(method="lora", precision="fp32"), 4, 96),
-    ("bert", small_bert, dict(method="adapter", precision="fp32", adapter_config="double_seq_bn"), 4, 96),
-    ("bert", small_bert, dict(method="adapter", precision="bf16", attention="eager"), 4, 96),
-    ("bert", small_bert, dict(method="full", precision="fp32", gradient_checkpointing=True), 4, 96),
-    ("roberta", lambda: small_bert(roberta=True), dict(method="lora", precision="amp_bf16", attention="eager"), 4, 96),
-    ("llama-step", small_llama, dict(method="full", precision="fp32", optimizer="adamw_fused"), 1, 8),
-    ("llama-step", small_llama, dict(method="full", precision="bf16", optimizer="sgd_momentum"), 1, 8),
-    ("bert-step", small_bert, dict(method="full", precision="fp32", optimizer="sgd"), 1, 8),
-    ("bert-step", small_bert, dict(method="full", precision="fp32", optimizer="adamw"), 1, 8),
+    ("llama", small_llama, dict(method="full", mixed_precision="no"), 4, 96),
+    ("llama", small_llama, dict(method="full", mixed_precision="bf16"), 4, 96),
+    ("llama", small_llama, dict(method="full", torch_dtype="bfloat16", mixed_precision="no", attention="eager"), 4, 96),
+    ("llama-gqa", lambda: small_llama(kv=2), dict(method="full", torch_dtype="bfloat16", mixed_precision="no"), 3, 128),
+    ("llama-tied", lambda: small_llama(tied=True), dict(method="full", mixed_precision="bf16", attention="eager"), 2, 64),
+    ("llama", small_llama, dict(method="lora", torch_dtype="bfloat16", mixed_precision="no"), 4, 96),
+    ("llama", small_llama, dict(method="lora", mixed_precision="bf16", peft_target_modules=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")), 4, 96),
+    ("llama", small_llama, dict(method="adapter", torch_dtype="bfloat16", mixed_precision="no"), 4, 96),
+    ("llama", small_llama, dict(method="full", mixed_precision="bf16", gradient_checkpointing=True), 4, 96),
+    ("llama", small_llama, dict(method="lora", torch_dtype="bfloat16", mixed_precision="no", gradient_checkpointing=True), 4, 96),
+    ("bert", small_bert, dict(method="full", mixed_precision="no", attention="eager"), 4, 96),
+    ("bert", small_bert, dict(method="full", mixed_precision="bf16"), 4, 96),
+    ("bert", small_bert, dict(method="lora", mixed_precision="no"), 4, 96),
+    ("bert", small_bert, dict(method="adapter", mixed_precision="no", adapter_config="double_seq_bn"), 4, 96),
+    ("bert", small_bert, dict(method="adapter", torch_dtype="bfloat16", mixed_precision="no", attention="eager"), 4, 96),
+    ("bert", small_bert, dict(method="full", mixed_precision="no", gradient_checkpointing=True), 4, 96),
+    ("roberta", lambda: small_bert(roberta=True), dict(method="lora", mixed_precision="bf16", attention="eager"), 4, 96),
+    ("llama-step", small_llama, dict(method="full", mixed_precision="no", optimizer="adamw_fused"), 1, 8),
+    ("llama-step", small_llama, dict(method="full", torch_dtype="bfloat16", mixed_precision="no", optimizer="sgd_momentum"), 1, 8),
+    ("bert-step", small_bert, dict(method="full", mixed_precision="no", optimizer="sgd"), 1, 8),
+    ("bert-step", small_bert, dict(method="full", mixed_precision="no", optimizer="adamw"), 1, 8),
 ]
 
 
@@ -118,14 +119,14 @@ def test_estimate_within_3_percent_of_measured_peak(family, make, options, batch
 
 
 def test_setup_errors():
-    with pytest.raises(ConfigError, match="precision must be one of fp32, amp_bf16, bf16, got 'fp8'"):
-        memory.estimate("minilm", precision="fp8")
+    with pytest.raises(ConfigError, match="mixed_precision must be one of no, bf16, fp16, got 'fp8'"):
+        memory.estimate("minilm", mixed_precision="fp8")
     with pytest.raises(ConfigError, match="batch_size must be a positive integer, got 0"):
         memory.estimate("minilm", batch_size=0)
     with pytest.raises(ConfigError, match="seq_len 4096 exceeds the model's max_position_embeddings 512"):
         memory.estimate("minilm", seq_len=4096)
-    with pytest.raises(ConfigError, match="lora on minilm: No modules were targeted"):
-        memory.estimate("minilm", method="lora", lora_targets=["nope"], seq_len=8)
+    with pytest.raises(ConfigError, match="lora on minilm: field 'peft_target_modules': No modules were targeted"):
+        memory.estimate("minilm", method="lora", peft_target_modules=["nope"], seq_len=8)
 
 
 def _cli(*args):
@@ -135,7 +136,7 @@ def _cli(*args):
 def test_cli_answers_both_3b_models():
     for model in ("open_llama_3b", "llama-3.2-3b"):
         out = _cli("--model", model, "--method", "full", "--batch-size", "1", "--seq-len", "2048",
-                   "--precision", "amp_bf16", "--json")
+                   "--torch-dtype", "float32", "--mixed-precision", "bf16", "--json")
         assert out.returncode == 0, out.stderr
         data = json.loads(out.stdout)
         assert data["params_total"] == COUNTS[model][0] and data["peak"] > 16 * COUNTS[model][0]
@@ -152,7 +153,8 @@ def test_cli_bad_input(tmp_path):
                           (("--model", str(bad)), "hidden_size 100 is not divisible by num_attention_heads 3"),
                           (("--batch-size", "0"), "--batch-size must be a positive integer"),
                           (("--seq-len", "-5"), "--seq-len must be a positive integer"),
-                          (("--precision", "fp8"), "invalid choice: 'fp8'"),
+                          (("--mixed-precision", "fp8"), "invalid choice: 'fp8'"),
+                          (("--precision", "amp_bf16"), "--precision was split into --torch-dtype"),
                           (("--flash",), "unrecognized arguments: --flash")]:
         out = _cli(*args)
         lines = out.stderr.strip().splitlines()

@@ -11,7 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tc_lib import export, stats
+from tc_lib.report import render as export
+from tc_lib.report import stats
 from tc_lib.config import RunConfig
 from tc_lib.results import finish_run, new_record, read_runs, write_history
 

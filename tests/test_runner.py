@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tc_lib import runner
+from tc_lib import grid as runner
 from tc_lib.errors import ConfigError
 from tc_lib.results import load_record
 

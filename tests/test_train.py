@@ -155,12 +155,12 @@ def test_cli_train(tiny_bert, real_data, tmp_path):
     out = subprocess.run([sys.executable, "-m", "tc_lib", "train", "--model", tiny_bert, "--method", "lora",
                           "--dataset", "acl_sup", "--epochs", "1", "--max-train-samples", "64",
                           "--output-dir", str(tmp_path / "runs"), "--set", "max_seq_length=32",
-                          "--set", "lora_target_modules=[query, key, value]"],
+                          "--set", "peft_target_modules=[query, key, value]"],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     run_dir = out.stdout.strip().splitlines()[-1]
     rec = json.loads(open(f"{run_dir}/metrics.json").read())
-    assert rec["status"] == "success" and rec["lora_target_modules"] == ["key", "query", "value"]
+    assert rec["status"] == "success" and rec["peft_target_modules"] == ["key", "query", "value"]
 
 
 @pytest.mark.parametrize("args,pattern", [

@@ -2,55 +2,25 @@
 
 from __future__ import annotations
 
-import html
-import json
-import math
 import warnings
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from ..methods import METHODS
+from ..results import load_record, read_history, read_runs
 from . import stats
-from .errors import TcError
-from .results import load_record, read_history, read_runs
-
-# datasets imports tqdm.auto, which warns inside a kernel without ipywidgets; the report shows no bars
-warnings.filterwarnings("ignore", message="IProgress not found")
+from .baseline import tfidf_baseline
+from .display import fmt, fmt_p, md, show, table
+from .memory_section import memory_section
 
 METRIC_NAMES = {"loss": "损失 Loss", "accuracy": "准确率 Accuracy", "micro_f1": "Micro-F1",
                 "macro_f1": "Macro-F1"}
-METHOD_NAMES = {"full": "全量微调 full", "lora": "LoRA", "adapter": "适配器 adapter"}
 
 
-def _display(obj: Any) -> None:
-    from IPython.display import display
-
-    display(obj)
-
-
-def md(text: str) -> None:
-    from IPython.display import Markdown
-
-    _display(Markdown(text))
-
-
-def table(frame: pd.DataFrame, *, caption: str | None = None, index: bool = False) -> None:
-    from IPython.display import HTML
-
-    cap = f"<p class='tc-caption'><em>{html.escape(caption)}</em></p>" if caption else ""
-    _display(HTML(cap + frame.to_html(index=index, escape=True, na_rep="—", border=0, classes="tc-table")))
-
-
-def _fmt(x: Any, digits: int = 4) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)) or pd.isna(x):
-        return "—"
-    return f"{x:.{digits}f}"
-
-
-def _p(x: float) -> str:
-    return "—" if pd.isna(x) else ("<0.001" if x < 0.001 else f"{x:.3f}")
+def method_label(name: str) -> str:
+    return METHODS[name].label if name in METHODS else name
 
 
 class Report:
@@ -129,9 +99,9 @@ class Report:
     # ------------------------------------------------------------ datasets
 
     def datasets(self) -> None:
-        from .data import get_dataset, label_names
-        from .errors import DataError
-        from .metrics import majority_floor
+        from ..data import get_dataset, label_names
+        from ..errors import DataError
+        from ..metrics import majority_floor
 
         md("## 数据集 · Datasets\n\n分类基线：TF-IDF（1–2 元词组）+ 逻辑回归，在完整训练集上训练（scikit-learn，数秒）。"
            "A classical reference: TF-IDF (uni+bigrams) + logistic regression trained on the full train split "
@@ -142,7 +112,9 @@ class Report:
             seeds = sorted(sub["data_seed"].dropna().unique())
             data_seed = int(seeds[0]) if seeds else 2022
             try:
-                ds = get_dataset(dataset.split("+"), "[SEP]", data_seed=data_seed)
+                with warnings.catch_warnings():  # datasets' tqdm.auto bars warn in a kernel without ipywidgets
+                    warnings.filterwarnings("ignore", message="IProgress not found")
+                    ds = get_dataset(dataset.split("+"), "[SEP]", data_seed=data_seed)
             except DataError as err:
                 rows.append({"数据集 Dataset": dataset, "备注 Note": f"data unavailable: {err}"})
                 continue
@@ -150,7 +122,7 @@ class Report:
             train_labels, test_labels = list(ds["train"]["labels"]), list(ds["test"]["labels"])
             counts = np.bincount(train_labels, minlength=len(names))
             floor = majority_floor(labels=test_labels, num_classes=len(names))
-            baseline = _tfidf_baseline(list(ds["train"]["text"]), train_labels, list(ds["test"]["text"]), test_labels,
+            baseline = tfidf_baseline(list(ds["train"]["text"]), train_labels, list(ds["test"]["text"]), test_labels,
                                        len(names))
             used = sorted({int(x) for x in sub["train_size"].dropna()})
             rows.append({
@@ -182,7 +154,7 @@ class Report:
                 continue
             sub["cell"] = [stats.format_mean_std(m, s, n) + (f" (n={n})" if n > 1 else "")
                            for m, s, n in zip(sub["mean"], sub["std"], sub["n"])]
-            sub["method"] = sub["method"].map(lambda m: METHOD_NAMES.get(m, m))
+            sub["method"] = sub["method"].map(lambda m: method_label(m))
             wide = sub.pivot(index=["dataset", "method"], columns="model", values="cell").reset_index()
             wide.columns.name = None
             table(wide.rename(columns={"dataset": "数据集 Dataset", "method": "方法 Method"}),
@@ -191,7 +163,7 @@ class Report:
     def tidy_table(self) -> None:
         summary = self.summary().copy()
         for col in ("mean", "std", "ci_low", "ci_high"):
-            summary[col] = summary[col].map(_fmt)
+            summary[col] = summary[col].map(fmt)
         summary["95% CI"] = "[" + summary["ci_low"] + ", " + summary["ci_high"] + "]"
         md("### 完整长表 · Long tidy table (n, mean, std, 95 % CI)")
         table(summary[["dataset", "model", "method", "metric", "n", "mean", "std", "95% CI", "seeds"]])
@@ -199,7 +171,7 @@ class Report:
     # ------------------------------------------------------------ methods
 
     def methods(self) -> None:
-        md("## 全量微调 vs LoRA vs 适配器 · Full fine-tuning vs LoRA vs adapters\n\n"
+        md("## 全量微调 vs 参数高效方法 · Full fine-tuning vs parameter-efficient methods\n\n"
            "可训练参数分含分类头与不含分类头两列（BERT 的 pooler 计入分类头）。时间与吞吐为每次运行的训练部分；"
            "峰值内存为进程峰值 RSS（CPU）或 CUDA 峰值分配。  \n"
            "Trainable parameters with and without the head (BERT's pooler counts as head). Time and throughput "
@@ -208,16 +180,16 @@ class Report:
         for (dataset, model, method), g in self.runs.groupby(["dataset", "model", "method"]):
             acc, f1 = stats.summarize(g["accuracy"].tolist()), stats.summarize(g["macro_f1"].tolist())
             rows.append({
-                "数据集 Dataset": dataset, "模型 Model": model, "方法 Method": METHOD_NAMES.get(method, method),
+                "数据集 Dataset": dataset, "模型 Model": model, "方法 Method": method_label(method),
                 "n": acc["n"],
-                "准确率 Accuracy [95% CI]": f"{_fmt(acc['mean'])} [{_fmt(acc['ci_low'])}, {_fmt(acc['ci_high'])}]",
-                "Macro-F1 [95% CI]": f"{_fmt(f1['mean'])} [{_fmt(f1['ci_low'])}, {_fmt(f1['ci_high'])}]",
+                "准确率 Accuracy [95% CI]": f"{fmt(acc['mean'])} [{fmt(acc['ci_low'])}, {fmt(acc['ci_high'])}]",
+                "Macro-F1 [95% CI]": f"{fmt(f1['mean'])} [{fmt(f1['ci_low'])}, {fmt(f1['ci_high'])}]",
                 "可训练参数(含头) Trainable incl. head": f"{int(g['params_trainable'].iloc[0]):,}",
                 "可训练参数(不含头) Trainable excl. head": f"{int(g['params_trainable_no_head'].iloc[0]):,}",
                 "占比 % of total": f"{100 * g['params_trainable'].iloc[0] / g['params_total'].iloc[0]:.2f}%",
-                "训练时间 Train time (s)": _fmt(g["train_time_s"].mean(), 1),
-                "吞吐 Throughput (ex/s)": _fmt(g["train_samples_per_s"].mean(), 1),
-                "峰值内存 Peak memory (MB)": _fmt((g["peak_cuda_allocated_mb"].fillna(g["peak_rss_mb"])).max(), 0),
+                "训练时间 Train time (s)": fmt(g["train_time_s"].mean(), 1),
+                "吞吐 Throughput (ex/s)": fmt(g["train_samples_per_s"].mean(), 1),
+                "峰值内存 Peak memory (MB)": fmt((g["peak_cuda_allocated_mb"].fillna(g["peak_rss_mb"])).max(), 0),
             })
         if rows:
             table(pd.DataFrame(rows))
@@ -237,7 +209,7 @@ class Report:
 
         frames = {m: stats.curves(self.history, metric=m) for m in ("macro_f1", "loss")}
         fig = curves_figure(frames, titles={m: METRIC_NAMES[m] for m in frames})
-        _display(fig)
+        show(fig)
         plt.close(fig)
 
     # ------------------------------------------------------------ comparisons
@@ -268,9 +240,9 @@ class Report:
                                                           if k in r and pd.notna(r[k])), axis=1)
         shown = shown[["group", "a", "b", "n", "mean_a", "mean_b", "diff", "p_value", "cohens_dz"]]
         for col in ("mean_a", "mean_b", "diff"):
-            shown[col] = shown[col].map(_fmt)
-        shown["p_value"] = shown["p_value"].map(_p)
-        shown["cohens_dz"] = shown["cohens_dz"].map(lambda x: _fmt(x, 2))
+            shown[col] = shown[col].map(fmt)
+        shown["p_value"] = shown["p_value"].map(fmt_p)
+        shown["cohens_dz"] = shown["cohens_dz"].map(lambda x: fmt(x, 2))
         table(shown.rename(columns={"group": "组 Group", "diff": "差值 Diff (a−b)", "p_value": "p",
                                     "cohens_dz": "d_z"}), caption="Macro-F1, 配对 paired by seed")
         return comp
@@ -293,8 +265,8 @@ class Report:
         for model, g in full.groupby("model"):
             best = g.loc[g["mean"].idxmax()]
             lines.append(f"- `{model}` 表现最好的数据集 its best dataset = **{best['dataset']}** "
-                         f"(macro-F1 {_fmt(best['mean'])}).")
-        comp = [stats.paired_comparison(self.runs, factor="method", a="full", b=m) for m in ("lora", "adapter")]
+                         f"(macro-F1 {fmt(best['mean'])}).")
+        comp = [stats.paired_comparison(self.runs, factor="method", a="full", b=m) for m in sorted(set(self.runs["method"]) - {"full"})]
         comp = pd.concat([c for c in comp if not c.empty], ignore_index=True) if any(len(c) for c in comp) else None
         if comp is not None:
             for r in comp.itertuples():
@@ -307,7 +279,7 @@ class Report:
                 higher = "高" if r.diff >= 0 else "低"
                 lines.append(
                     f"- {r.dataset} · {r.model}: 全量微调比 {r.b} {higher} {abs(100 * r.diff):.2f} 个 macro-F1 点 "
-                    f"(p={_p(r.p_value)}, {sig}, n={r.n}); {r.b} 仅训练 {p_peft / p_full:.2%} 的参数，"
+                    f"(p={fmt_p(r.p_value)}, {sig}, n={r.n}); {r.b} 仅训练 {p_peft / p_full:.2%} 的参数，"
                     f"训练吞吐为全量的 {t_peft / t_full:.2f} 倍。 Full fine-tuning minus {r.b}: "
                     f"{100 * r.diff:+.2f} macro-F1 points; {r.b} trains {p_peft / p_full:.2%} of the parameters "
                     f"at {t_peft / t_full:.2f}× the training throughput.")
@@ -317,190 +289,3 @@ class Report:
 
     def memory(self) -> None:
         memory_section()
-
-
-GPU_SIZES_GB = (16, 24, 32, 40, 48, 80, 94, 141, 192)  # common accelerator memory sizes (decimal GB)
-MEMORY_MODELS = ("open_llama_3b", "llama-3.2-3b")
-MEMORY_SHAPES = ((1, 2048), (64, 128))
-
-
-def plan_gpu_bytes(peak: int) -> int:
-    """What to plan for: +10 % allocator slack and 2 GiB for the CUDA context and kernels."""
-    from .memory import GIB
-
-    return int(peak * 1.10 + 2 * GIB)
-
-
-def smallest_gpu(nbytes: int) -> str:
-    fits = [g for g in GPU_SIZES_GB if g * 1e9 >= nbytes]
-    return f"{fits[0]} GB" if fits else f"> {GPU_SIZES_GB[-1]} GB (shard: ZeRO / FSDP)"
-
-
-def memory_table(*, precision: str = "amp_bf16", optimizer: str = "adamw_fused") -> pd.DataFrame:
-    from . import memory as mem
-
-    rows = []
-    for model in MEMORY_MODELS:
-        config = mem.load_config(model)
-        for batch, seq in MEMORY_SHAPES:
-            for ckpt in (False, True):
-                for method in mem.METHODS:
-                    b = mem.estimate(config, method=method, batch_size=batch, seq_len=seq, precision=precision,
-                                     optimizer=optimizer, gradient_checkpointing=ckpt)
-                    rows.append({"model": model, "batch×seq": f"{batch}×{seq}", "checkpointing": ckpt,
-                                 "method": method, "trainable": b.params_trainable, "W": b.weights,
-                                 "G+O+T": b.gradients + b.optimizer_states + b.optimizer_temporaries,
-                                 "C": b.autocast_copies, "A+Λ+X": b.activations + b.logits_loss + b.transients,
-                                 "peak": b.peak, "phase": b.peak_phase, "plan": plan_gpu_bytes(b.peak),
-                                 "total": b.params_total})
-    return pd.DataFrame(rows)
-
-
-def memory_validation() -> pd.DataFrame:
-    """Estimate vs measured peak (CPU, live storages) on small LLaMA- and BERT-shaped models."""
-    from transformers import BertConfig, LlamaConfig
-
-    from . import memory as mem
-
-    llama = LlamaConfig(hidden_size=256, num_hidden_layers=4, intermediate_size=688, num_attention_heads=4,
-                        vocab_size=2000, max_position_embeddings=1024, tie_word_embeddings=False)
-    bert = BertConfig(hidden_size=256, num_hidden_layers=4, intermediate_size=1024, num_attention_heads=4,
-                      vocab_size=2000, max_position_embeddings=1024)
-    cases = [("LLaMA", llama, dict(method="full", precision="amp_bf16")),
-             ("LLaMA", llama, dict(method="lora", precision="bf16")),
-             ("LLaMA", llama, dict(method="full", precision="bf16", attention="eager", gradient_checkpointing=True)),
-             ("BERT", bert, dict(method="full", precision="fp32", attention="eager")),
-             ("BERT", bert, dict(method="adapter", precision="amp_bf16")),
-             ("BERT", bert, dict(method="lora", precision="fp32", gradient_checkpointing=True))]
-    rows = []
-    for family, config, options in cases:
-        b = mem.estimate(config, batch_size=4, seq_len=128, **options)
-        measured = mem.measure_peak(config, b.setup)
-        setup = b.setup
-        rows.append({"family": family, "method": setup.method, "precision": setup.precision,
-                     "attention": setup.attention, "checkpointing": setup.gradient_checkpointing,
-                     "phase": b.peak_phase, "estimate MiB": b.peak / 2**20,
-                     "measured MiB": measured / 2**20, "error %": 100 * (b.peak - measured) / measured})
-    return pd.DataFrame(rows)
-
-
-def memory_section() -> None:
-    from . import memory as mem
-
-    gib = lambda x: f"{x / mem.GIB:.1f}"  # noqa: E731
-    md("## GPU 显存估计 · GPU memory estimate\n\n"
-       "问题：不用 PEFT 直接微调 3B 的 LLaMA 需要多少显存？PEFT 能省多少？下表由 `tc_lib.memory` 计算：参数量在 meta "
-       "设备上精确计数，激活由 PyTorch 伪张量 (FakeTensor) 前向/反向重放得到，无需权重与计算。  \n"
-       "The question: how much GPU memory does fine-tuning a 3B LLaMA take without PEFT, and what does PEFT save? "
-       "Computed by `tc_lib.memory`: exact parameter counts on the meta device, activations and transients "
-       "from a forward/backward replay on fake tensors (no weights, no compute).\n\n"
-       "设置 Setting: fp32 主权重 + bf16 autocast (amp_bf16, HF Trainer `--bf16`), fused AdamW (HF Trainer 默认 "
-       "default), LoRA r=8 on q_proj/v_proj, seq_bn 适配器 adapter (reduction 16)。")
-    table_ = memory_table()
-    shown = table_.copy()
-    for col in ("W", "G+O+T", "C", "A+Λ+X", "peak", "plan"):
-        shown[col] = shown[col].map(gib)
-    shown["GPU"] = table_["plan"].map(smallest_gpu)
-    shown["trainable"] = table_["trainable"].map(lambda x: f"{x:,}")
-    shown["checkpointing"] = shown["checkpointing"].map({True: "开 on", False: "关 off"})
-    table(shown.drop(columns=["total"]).rename(columns={
-        "model": "模型 Model", "batch×seq": "批×长 Batch×seq", "checkpointing": "重计算 Checkpointing",
-        "method": "方法 Method", "trainable": "可训练参数 Trainable", "W": "权重 W (GiB)",
-        "G+O+T": "梯度+优化器 G+O+T (GiB)", "C": "autocast 副本 C (GiB)", "A+Λ+X": "激活 A+Λ+X (GiB)",
-        "peak": "峰值 Peak (GiB)", "phase": "峰值阶段 Phase", "plan": "规划 Plan (GiB)", "GPU": "显卡 GPU"}),
-        caption="估计峰值（不含 CUDA 上下文）；规划 = 峰值 × 1.10 + 2 GiB · Estimated peak (CUDA context "
-                "excluded); plan = peak × 1.10 + 2 GiB")
-
-    full = table_[(table_["model"] == "open_llama_3b") & (table_["method"] == "full") & (table_["batch×seq"] == "1×2048")
-                  & (~table_["checkpointing"])].iloc[0]
-    lora = table_[(table_["model"] == "open_llama_3b") & (table_["method"] == "lora") & (table_["batch×seq"] == "1×2048")
-                  & (~table_["checkpointing"])].iloc[0]
-    foreach = mem.estimate("open_llama_3b", method="full", batch_size=1, seq_len=2048, precision="amp_bf16",
-                           optimizer="adamw")
-    accel = mem.accelerate_estimate("open_llama_3b", precision="amp_bf16")
-    n = int(full["total"])
-    md(f"**回答 Answer (open_llama_3b, 1×2048):** 全量微调峰值 {gib(full['peak'])} GiB（{full['phase']}），"
-       f"规划 {gib(full['plan'])} GiB → {smallest_gpu(int(full['plan']))} 显卡；LoRA 峰值 {gib(lora['peak'])} GiB，"
-       f"节省 {gib(full['peak'] - lora['peak'])} GiB ({100 * (1 - lora['peak'] / full['peak']):.0f}%)。 "
-       f"Full fine-tuning peaks at {gib(full['peak'])} GiB ({full['phase']}); plan {gib(full['plan'])} GiB, i.e. a "
-       f"{smallest_gpu(int(full['plan']))} GPU. LoRA peaks at {gib(lora['peak'])} GiB, saving "
-       f"{gib(full['peak'] - lora['peak'])} GiB ({100 * (1 - lora['peak'] / full['peak']):.0f} %). With the foreach "
-       f"AdamW (PyTorch's default on CUDA) the step adds a √v temporary: {gib(foreach.peak)} GiB.\n\n"
-       f"- 参数 Parameters: n = {n:,}（open_llama_3b，meta 设备精确计数 exact meta-device count）。\n"
-       f"- `accelerate estimate-memory` 的方法给出 would give **{gib(accel)} GiB**：它只按参数量算权重、梯度与 Adam "
-       f"状态（bf16 时 8 字节/参数），不含激活、autocast 副本与优化器临时量，且 LoRA 与全量相同。 It counts "
-       f"weights, gradients and Adam states from the parameter count alone (8 bytes/parameter for bf16), with no "
-       f"activations, autocast copies or step temporaries, and gives LoRA the same number as full fine-tuning.")
-    md("### 公式与假设 · Formula and assumptions\n\n"
-       "记号 Symbols: W 权重 weights, G 梯度 gradients, O 优化器状态 optimizer states, T 优化器步临时量 step "
-       "temporaries, C autocast 权重副本 weight copies, A 为反向保存的激活 activations saved for backward, "
-       "Λ 交叉熵保存的 fp32 log-probs, X 前向/反向峰值时刻的其他临时量 (交叉熵梯度缓冲、注意力反向临时量、已产生的梯度)。\n\n"
-       "- P_fb = W + O + inputs + max(A + C + Λ + X)（前向/反向 forward/backward）\n"
-       "- P_step = W + O + G + T + inputs（优化器步 optimizer step）\n"
-       "- peak = max(P_fb, P_step)\n\n"
-       "每参数字节 Bytes per parameter: W = 4 (fp32 主权重 master) 或 2 (bf16); G = 参数 dtype; "
-       "O(AdamW) = 2 × dtype; T(foreach AdamW) = 1 × dtype, fused = 0. "
-       "假设 Assumptions: 无填充批次 unpadded batches, 无 KV 缓存 no KV cache, 梯度累积 1, zero_grad(set_to_none)。\n\n"
-       "**未计入 Not counted:** CUDA 上下文与内核 (~0.5–2 GB)、缓存分配器的取整与碎片 (常见 5–10 %)；"
-       "因此规划 = 峰值 × 1.10 + 2 GiB。 The CUDA context and kernels and the caching allocator's rounding and "
-       "fragmentation — hence plan = peak × 1.10 + 2 GiB. 激活按 CPU 内核计数：LLaMA 无 dropout 且显式 fp32 归一化，"
-       "CUDA 上张量相同；带 dropout 的编码器在 CUDA 上更小（1 字节掩码、flash attention）。 Activations follow the "
-       "CPU kernels; for LLaMA the CUDA tensors are the same, for encoders with dropout CUDA needs less.")
-    validation = memory_validation()
-    shown = validation.copy()
-    for col in ("estimate MiB", "measured MiB"):
-        shown[col] = shown[col].map(lambda x: f"{x:.2f}")
-    shown["error %"] = validation["error %"].map(lambda x: f"{x:+.2f}")
-    md("### 验证 · Validation\n\n在 CPU 上实测一个训练步的峰值（跟踪所有存活的张量存储），与估计比较；"
-       f"最大误差 {validation['error %'].abs().max():.2f} %。  \nMeasured on CPU (peak of live tensor storages "
-       f"over steady-state steps) against the estimate; largest error {validation['error %'].abs().max():.2f} %.")
-    table(shown.fillna(""))
-
-
-def _tfidf_baseline(train_texts, train_labels, test_texts, test_labels, num_classes: int) -> dict:
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-
-    from .metrics import classification_metrics
-
-    model = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1),
-                          LogisticRegression(max_iter=2000, C=10.0))
-    model.fit(train_texts, train_labels)
-    return classification_metrics(labels=test_labels, predictions=model.predict(test_texts), num_classes=num_classes)
-
-
-def show_run(run_dir: str | Path) -> None:
-    """In train.ipynb: the run's final metrics and its per-epoch curves."""
-    import matplotlib.pyplot as plt
-
-    from .plots import setup_fonts
-
-    rec = load_record(Path(run_dir))
-    if rec is None:
-        raise TcError(f"{run_dir}/metrics.json: missing or not a tc_lib run record")
-    m = rec["metrics"]
-    table(pd.DataFrame([{"状态 Status": rec["status"], "选择 Selection": f"{rec['selection']['rule']} "
-                         f"(epoch {rec['selection']['chosen_epoch']})", "Accuracy": _fmt(m["accuracy"]),
-                         "Macro-F1": _fmt(m["macro_f1"]), "Loss": _fmt(m["loss"]),
-                         "多数类 Majority macro-F1": _fmt(rec["data"]["majority_floor"]["macro_f1"]),
-                         "可训练参数 Trainable": f"{rec['params']['trainable']:,}",
-                         "训练时间 Train s": _fmt(rec["timing"]["train_time_s"], 1)}]),
-          caption=rec["run_id"])
-    history = [json.loads(line) for line in (Path(run_dir) / "history.jsonl").read_text().splitlines()]
-    setup_fonts()
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3))
-    epochs = [h["epoch"] for h in history]
-    axes[0].plot(epochs, [h["test"]["macro_f1"] for h in history], marker="o", label="test")
-    axes[1].plot(epochs, [h["test"]["loss"] for h in history], marker="o", label="test")
-    axes[1].plot(epochs, [h["train_loss"] for h in history], marker="o", label="train")
-    if "dev" in history[0]:
-        axes[0].plot(epochs, [h["dev"]["macro_f1"] for h in history], marker="o", label="dev")
-    for ax, title in zip(axes, ("Macro-F1", "损失 Loss")):
-        ax.set_title(title)
-        ax.set_xlabel("轮次 epoch")
-        ax.set_xticks(epochs)
-        ax.legend()
-    fig.tight_layout()
-    _display(fig)
-    plt.close(fig)

@@ -1,4 +1,4 @@
-"""`python -m tc_lib report`: execute notebooks/report.ipynb with papermill, export HTML (code hidden) and PDF."""
+"""Rendering the report: execute notebooks/report.ipynb with papermill, export HTML (code hidden) and PDF."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from .errors import TcError
+from ..errors import TcError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 REPORT_NOTEBOOK = REPO / "notebooks" / "report.ipynb"
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
@@ -71,17 +71,3 @@ def build_report(*, runs_dir: Path, out_dir: Path, pdf: bool = False) -> list[Pa
     if pdf:
         outputs.append(to_pdf(outputs[1]))
     return outputs
-
-
-def _cmd_report(args) -> int:
-    for path in build_report(runs_dir=Path(args.runs), out_dir=Path(args.out), pdf=args.pdf):
-        print(path)
-    return 0
-
-
-def register_report(sub) -> None:
-    p = sub.add_parser("report", help="execute notebooks/report.ipynb and export HTML (and PDF)")
-    p.add_argument("--runs", default="outputs/runs", help="folder of run records")
-    p.add_argument("--out", default="outputs/report", help="where report.{ipynb,html,pdf} go")
-    p.add_argument("--pdf", action="store_true", help="also print report.pdf with headless Chromium")
-    p.set_defaults(func=_cmd_report)

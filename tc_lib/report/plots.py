@@ -1,4 +1,4 @@
-"""matplotlib figures for the report: training curves with ±std bands and bars with CIs, CJK-capable."""
+"""matplotlib figures for the report: training curves with ±std bands, CJK-capable."""
 
 from __future__ import annotations
 
@@ -56,30 +56,5 @@ def curves_figure(curve_frames: dict[str, pd.DataFrame], *, titles: dict[str, st
                 ax.set_xticks(sorted(frame["epoch"].unique()))
             if row == 0 and col == len(datasets) - 1:
                 ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    return fig
-
-
-def bars_figure(summary: pd.DataFrame, *, metric_title: str):
-    """Mean with 95 % CI error bars per dataset (groups) and model · method (bars)."""
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    setup_fonts()
-    summary = summary.copy()
-    summary["arm"] = summary["model"] + " · " + summary["method"]
-    datasets, arms = sorted(summary["dataset"].unique()), sorted(summary["arm"].unique())
-    width = 0.8 / max(len(arms), 1)
-    fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(datasets) * max(1, len(arms) / 3)), 3.6))
-    for i, arm in enumerate(arms):
-        sub = summary[summary["arm"] == arm].set_index("dataset").reindex(datasets)
-        err = (sub["mean"] - sub["ci_low"]).fillna(0).to_numpy(float)
-        ax.bar(np.arange(len(datasets)) + i * width, sub["mean"].to_numpy(float), width, yerr=err, capsize=3,
-               label=arm)
-    ax.set_xticks(np.arange(len(datasets)) + width * (len(arms) - 1) / 2, datasets)
-    ax.set_ylabel(metric_title)
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=8, ncols=min(3, len(arms)))
-    ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return fig

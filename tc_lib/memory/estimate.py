@@ -34,184 +34,16 @@ masks and flash attention make activations smaller, so the estimate is an upper 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import weakref
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import ConfigError
+from ..errors import ConfigError
+from .configs import is_causal, load_config
+from .setup import Setup, autocast_context, build, make_batch
 
-CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
-ALIASES = {
-    "openlm-research/open_llama_3b": "open_llama_3b", "openlm-research/open_llama_3b_v2": "open_llama_3b",
-    "meta-llama/Llama-3.2-3B": "llama-3.2-3b", "allenai/scibert_scivocab_uncased": "scibert_scivocab_uncased",
-    "FacebookAI/roberta-base": "roberta-base", "google-bert/bert-base-uncased": "bert-base-uncased",
-    "sentence-transformers/all-MiniLM-L6-v2": "minilm", "sentence-transformers/all-mpnet-base-v2": "mpnet",
-}
-CAUSAL_TYPES = ("llama", "mistral", "qwen2", "gemma")
-METHODS = ("full", "lora", "adapter")
-PRECISIONS = ("fp32", "amp_bf16", "bf16")
-OPTIMIZERS = ("adamw", "adamw_fused", "adamw_8bit", "sgd", "sgd_momentum")
-ATTENTIONS = ("sdpa", "eager")
 GIB = 1024 ** 3
-
-
-def shipped_models() -> list[str]:
-    return sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
-
-
-def load_config(model: str):
-    """A shipped name (or its hub alias), a local config.json / model folder, or a hub id."""
-    from transformers import AutoConfig
-
-    name = ALIASES.get(model, model)
-    shipped = CONFIG_DIR / f"{name}.json"
-    if shipped.is_file():
-        values = {k: v for k, v in json.loads(shipped.read_text()).items() if not k.startswith("_")}
-        config = AutoConfig.for_model(values.pop("model_type"), **values)
-    else:
-        try:
-            path = Path(model)
-            config = AutoConfig.from_pretrained(str(path.parent if path.suffix == ".json" else path)
-                                                if path.exists() else model, trust_remote_code=False)
-        except (OSError, ValueError) as err:
-            first = (str(err).strip().splitlines() or [err.__class__.__name__])[0]
-            raise ConfigError(f"model {model!r}: not a shipped config ({', '.join(shipped_models())}), a local "
-                              f"config.json, or a reachable hub id ({first})") from None
-    _check_config(model, config)
-    return config
-
-
-def _check_config(model: str, config: Any) -> None:
-    for key in ("hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size", "vocab_size"):
-        value = getattr(config, key, None)
-        if not isinstance(value, int) or value <= 0:
-            raise ConfigError(f"model {model!r}: config field {key!r} must be a positive integer, got {value!r}")
-    if config.hidden_size % config.num_attention_heads:
-        raise ConfigError(f"model {model!r}: hidden_size {config.hidden_size} is not divisible by "
-                          f"num_attention_heads {config.num_attention_heads}")
-    kv = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-    if config.num_attention_heads % kv:
-        raise ConfigError(f"model {model!r}: num_attention_heads {config.num_attention_heads} is not divisible "
-                          f"by num_key_value_heads {kv}")
-
-
-def is_causal(config: Any) -> bool:
-    return config.model_type in CAUSAL_TYPES
-
-
-# ---------------------------------------------------------------- building the model (real or fake)
-
-
-@dataclass(frozen=True)
-class Setup:
-    """What one training step looks like; the same for the estimate and the measurement."""
-
-    method: str = "full"
-    batch_size: int = 1
-    seq_len: int = 512
-    precision: str = "amp_bf16"
-    optimizer: str = "adamw"
-    attention: str = "sdpa"
-    gradient_checkpointing: bool = False
-    lora_r: int = 8
-    lora_targets: tuple[str, ...] | None = None  # None: q,v projections
-    lora_dropout: float = 0.0
-    adapter_config: str = "seq_bn"
-    num_labels: int = 3  # encoders only
-
-    def __post_init__(self) -> None:
-        choices = {"method": METHODS, "precision": PRECISIONS, "optimizer": OPTIMIZERS, "attention": ATTENTIONS,
-                   "adapter_config": ("seq_bn", "double_seq_bn")}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-        for name in ("batch_size", "seq_len", "lora_r", "num_labels"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        if not 0 <= self.lora_dropout < 1:
-            raise ConfigError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
-        if self.lora_targets is not None:
-            object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
-
-
-def _default_lora_targets(config: Any) -> list[str]:
-    from .models import LORA_DEFAULT_TARGETS
-
-    if is_causal(config):
-        return ["q_proj", "v_proj"]
-    return list(LORA_DEFAULT_TARGETS.get(config.model_type, ("query", "value")))
-
-
-def build(config: Any, setup: Setup):
-    """Build the model as training would (dtype, attention, method, checkpointing); call it inside
-    FakeTensorMode for an estimate, outside for a measurement."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
-
-    config = config.__class__.from_dict(config.to_dict())  # private copy
-    config._attn_implementation = setup.attention
-    config.use_cache = False  # training keeps no KV cache (transformers would build one by default)
-    dtype = torch.bfloat16 if setup.precision == "bf16" else torch.float32
-    if is_causal(config):
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-    else:
-        config.num_labels = setup.num_labels
-        model = AutoModelForSequenceClassification.from_config(config, dtype=dtype)
-    if setup.method == "lora":
-        from peft import LoraConfig, TaskType, get_peft_model
-
-        task = TaskType.CAUSAL_LM if is_causal(config) else TaskType.SEQ_CLS
-        targets = list(setup.lora_targets or _default_lora_targets(config))
-        model = get_peft_model(model, LoraConfig(task_type=task, r=setup.lora_r, lora_alpha=2 * setup.lora_r,
-                                                 lora_dropout=setup.lora_dropout, target_modules=targets))
-    elif setup.method == "adapter":
-        from .models import ADAPTER_NAME, bottleneck_config, init_adapters
-
-        init_adapters(model)
-        model.add_adapter(ADAPTER_NAME, config=bottleneck_config(setup.adapter_config))
-        model.train_adapter(ADAPTER_NAME)
-        for param in model.parameters():  # the adapters library creates them in fp32; match the base dtype
-            if param.dtype != dtype:
-                param.data = param.data.to(dtype)
-    if setup.gradient_checkpointing:
-        # transformers' default is re-entrant checkpointing; the adapters library requires the other kind
-        reentrant = setup.method != "adapter"
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": reentrant})
-        if setup.method != "full":
-            model.enable_input_require_grads()  # a frozen embedding would otherwise cut the graph
-    return model.train()
-
-
-def make_batch(config: Any, setup: Setup, *, device: str = "cpu") -> dict:
-    import torch
-
-    ids = torch.randint(0, config.vocab_size, (setup.batch_size, setup.seq_len), device=device)
-    if is_causal(config):
-        return {"input_ids": ids, "labels": ids.clone()}
-    # no attention_mask: an all-ones mask is dropped by transformers anyway (unpadded batches)
-    return {"input_ids": ids, "labels": torch.zeros(setup.batch_size, dtype=torch.long, device=device)}
-
-
-def make_optimizer(params: Sequence[Any], name: str):
-    import torch
-
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=1e-4, foreach=True)
-    if name == "adamw_fused":
-        return torch.optim.AdamW(params, lr=1e-4, fused=True)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=1e-4, foreach=True)
-    if name == "sgd_momentum":
-        return torch.optim.SGD(params, lr=1e-4, momentum=0.9, foreach=True)
-    raise ConfigError(f"optimizer {name!r} cannot run here (adamw_8bit needs bitsandbytes on CUDA); "
-                      "it is estimated only")
-
-
-# ---------------------------------------------------------------- the estimate
 
 
 @dataclass(frozen=True)
@@ -240,10 +72,6 @@ class Breakdown:
     @property
     def peak_phase(self) -> str:
         return max(self.phases, key=self.phases.get)
-
-    @property
-    def activations_per_layer(self) -> float:
-        return self.activations / self.num_layers if self.num_layers else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -375,8 +203,7 @@ def _simulate(model: Any, config: Any, setup: Setup) -> dict[str, Any]:
             saved[key] = (kind, t.untyped_storage().nbytes())
         return t
 
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if setup.precision == "amp_bf16" \
-        else contextlib.nullcontext()
+    autocast = autocast_context(setup)
     with fake_mode:
         batch = make_batch(config, setup)
         for tensor in [*model.parameters(), *model.buffers(), *batch.values()]:
@@ -395,25 +222,29 @@ def _simulate(model: Any, config: Any, setup: Setup) -> dict[str, Any]:
 
 
 def estimate(config: Any | str, *, method: str = "full", batch_size: int = 1, seq_len: int = 512,
-             precision: str = "amp_bf16", optimizer: str = "adamw", attention: str = "sdpa",
-             gradient_checkpointing: bool = False, lora_r: int = 8, lora_targets: Sequence[str] | None = None,
-             lora_dropout: float = 0.0, adapter_config: str = "seq_bn", num_labels: int = 3) -> Breakdown:
-    """Bytes of one steady-state training step; see the module docstring for the terms."""
+             torch_dtype: str = "float32", mixed_precision: str = "bf16", optimizer: str = "adamw",
+             attention: str = "sdpa", gradient_checkpointing: bool = False, num_labels: int = 3,
+             **method_options: Any) -> Breakdown:
+    """Bytes of one steady-state training step; see the module docstring for the terms.
+
+    The precision settings are training's: `torch_dtype` (float32 | bfloat16) is the dtype the weights
+    are loaded in, `mixed_precision` (no | bf16 | fp16) the autocast over them; trainable PEFT weights
+    stay fp32. `method_options` are the registry's (lora_r, peft_target_modules, adapter_config, ...).
+    """
     import torch
 
     name = config if isinstance(config, str) else getattr(config, "name_or_path", "") or config.model_type
     config = load_config(config) if isinstance(config, str) else config
-    setup = Setup(method=method, batch_size=batch_size, seq_len=seq_len, precision=precision, optimizer=optimizer,
-                  attention=attention, gradient_checkpointing=gradient_checkpointing, lora_r=lora_r,
-                  lora_targets=tuple(lora_targets) if lora_targets else None, lora_dropout=lora_dropout,
-                  adapter_config=adapter_config, num_labels=num_labels)
+    setup = Setup(method=method, batch_size=batch_size, seq_len=seq_len, torch_dtype=torch_dtype,
+                  mixed_precision=mixed_precision, optimizer=optimizer, attention=attention,
+                  gradient_checkpointing=gradient_checkpointing, num_labels=num_labels, options=method_options)
     if getattr(config, "max_position_embeddings", seq_len) < seq_len:
         raise ConfigError(f"seq_len {seq_len} exceeds the model's max_position_embeddings "
                           f"{config.max_position_embeddings}")
     with torch.device("meta"):  # no weights are ever allocated
         try:
             model = build(config, setup)
-        except ValueError as err:  # peft: target modules not found; adapters: unsupported architecture
+        except (ValueError, ConfigError) as err:  # peft: no target module found; adapters: architecture
             raise ConfigError(f"{method} on {name}: {str(err).splitlines()[0]}") from None
     trainable = [p for p in model.parameters() if p.requires_grad]
     total = sum(p.numel() for n, p in model.named_parameters() if ".original_module." not in n)
@@ -431,7 +262,7 @@ def estimate(config: Any | str, *, method: str = "full", batch_size: int = 1, se
                      forward_backward_phase=sim["peak_in"], num_layers=sim["num_layers"], phases=phases)
 
 
-def accelerate_estimate(config: Any | str, *, precision: str = "amp_bf16") -> int:
+def accelerate_estimate(config: Any | str, *, half_precision: bool = True) -> int:
     """What `accelerate estimate-memory` reports for training (its own function, on our exact count):
     weights, gradients and Adam states from the parameter count alone — no activations, and the same
     number for LoRA as for full fine-tuning."""
@@ -444,85 +275,7 @@ def accelerate_estimate(config: Any | str, *, precision: str = "amp_bf16") -> in
     with torch.device("meta"):
         auto = AutoModelForCausalLM if is_causal(config) else AutoModelForSequenceClassification
         fp32_bytes = 4 * sum(p.numel() for p in auto.from_config(config).parameters())
-    usage = estimate_training_usage(fp32_bytes, "float32" if precision == "fp32" else "bfloat16")
+    usage = estimate_training_usage(fp32_bytes, "bfloat16" if half_precision else "float32")
     return int(max(usage.values()))
 
 
-# ---------------------------------------------------------------- measuring (validation)
-
-
-class PeakTracker:
-    """Live bytes of tensor storages created while active (and of those passed to `track`), and their peak.
-
-    A TorchDispatchMode sees every op's outputs; a weakref finalizer subtracts a storage when it is freed.
-    On CPU this is what the CUDA caching allocator's max_memory_allocated would report, less its rounding.
-    """
-
-    def __init__(self) -> None:
-        from torch.utils._python_dispatch import TorchDispatchMode
-        from torch.utils._pytree import tree_flatten
-
-        tracker = self
-        self.live: dict[int, int] = {}
-        self.current = self.peak = 0
-
-        class Mode(TorchDispatchMode):
-            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-                out = func(*args, **(kwargs or {}))
-                for t in tree_flatten(out)[0]:
-                    tracker.track(t)
-                return out
-
-        self.mode = Mode()
-
-    def track(self, tensor: Any) -> None:
-        import torch
-
-        if not isinstance(tensor, torch.Tensor):
-            return
-        storage = tensor.untyped_storage()
-        ptr = storage.data_ptr()
-        if ptr == 0 or ptr in self.live:
-            return
-        self.live[ptr] = storage.nbytes()
-        self.current += storage.nbytes()
-        self.peak = max(self.peak, self.current)
-        weakref.finalize(storage, self._free, ptr)
-
-    def _free(self, ptr: int) -> None:
-        self.current -= self.live.pop(ptr, 0)
-
-    def reset_peak(self) -> None:
-        self.peak = self.current
-
-    def __enter__(self) -> "PeakTracker":
-        self.mode.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.mode.__exit__(*exc)
-
-
-def measure_peak(config: Any, setup: Setup, *, steps: int = 3, seed: int = 0) -> int:
-    """Peak bytes over steady-state training steps (2..steps) of a real model on CPU."""
-    import torch
-
-    torch.manual_seed(seed)
-    model = build(config, setup)
-    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], setup.optimizer)
-    batch = make_batch(config, setup)
-    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if setup.precision == "amp_bf16" \
-        else contextlib.nullcontext
-    tracker = PeakTracker()
-    for tensor in [*model.parameters(), *model.buffers(), *batch.values()]:
-        tracker.track(tensor)
-    with tracker:
-        for step in range(steps):
-            if step == 1:  # optimizer states now exist: from here on every step is alike
-                tracker.reset_peak()
-            with autocast():
-                loss = model(**batch).loss
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-    return tracker.peak

@@ -1,0 +1,113 @@
+"""`python -m tc_lib memory`: print an estimate (tc_lib.memory) as a breakdown or a side-by-side comparison."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..errors import ConfigError
+from ..methods import ADAPTER_CONFIGS, METHODS
+from .configs import load_config, shipped_models
+from .estimate import GIB, Breakdown, accelerate_estimate, estimate
+from .setup import ATTENTIONS, MIXED_PRECISIONS, OPTIMIZERS, TORCH_DTYPES
+
+# CLI flag -> method option (tc_lib.methods.OPTION_DEFAULTS); only flags given are passed on
+OPTION_FLAGS = {"lora_r": "--lora-r", "lora_alpha": "--lora-alpha", "lora_dropout": "--lora-dropout",
+                "peft_target_modules": "--peft-targets", "ia3_feedforward_modules": "--ia3-feedforward",
+                "adapter_config": "--adapter-config", "adapter_reduction_factor": "--adapter-reduction-factor"}
+
+ROWS = (("weights", "W  weights"), ("gradients", "G  gradients"), ("optimizer_states", "O  optimizer states"),
+        ("optimizer_temporaries", "T  optimizer-step temporaries"), ("autocast_copies", "C  autocast weight copies"),
+        ("activations", "A  activations (saved for backward)"), ("logits_loss", "Λ  logits / loss (saved)"),
+        ("transients", "X  transients at the forward/backward peak"), ("inputs", "   inputs"))
+
+
+def gib(nbytes: float) -> str:
+    return f"{nbytes / GIB:,.2f} GiB"
+
+
+def _precision(setup) -> str:
+    return f"weights {setup.torch_dtype}, mixed precision {setup.mixed_precision}"
+
+
+def format_breakdown(b: Breakdown) -> str:
+    s = b.setup
+    lines = [f"{b.model}: {s.method}, batch {s.batch_size} × seq {s.seq_len}, {_precision(s)}, {s.optimizer}, "
+             f"{s.attention}, checkpointing {'on' if s.gradient_checkpointing else 'off'}",
+             f"parameters: {b.params_total:,} total, {b.params_trainable:,} trainable "
+             f"({100 * b.params_trainable / b.params_total:.3f} %)"]
+    lines += [f"  {label:<44}{gib(getattr(b, key)):>14}" for key, label in ROWS]
+    lines += [f"  {'phase: ' + name:<44}{gib(value):>14}" for name, value in b.phases.items()]
+    lines.append(f"  {'PEAK (' + b.peak_phase + ')':<44}{gib(b.peak):>14}")
+    return "\n".join(lines)
+
+
+def format_comparison(rows: list[Breakdown]) -> str:
+    base = rows[0]
+    head = f"{'':<46}" + "".join(f"{r.setup.method:>16}" for r in rows)
+    lines = [f"{base.model}: batch {base.setup.batch_size} × seq {base.setup.seq_len}, {_precision(base.setup)}, "
+             f"{base.setup.optimizer}, checkpointing {'on' if base.setup.gradient_checkpointing else 'off'}", head]
+    lines.append(f"{'trainable parameters':<46}" + "".join(f"{r.params_trainable:>16,}" for r in rows))
+    for key, label in ROWS:
+        lines.append(f"{label:<46}" + "".join(f"{gib(getattr(r, key)):>16}" for r in rows))
+    lines.append(f"{'PEAK':<46}" + "".join(f"{gib(r.peak):>16}" for r in rows))
+    lines.append(f"{'saving vs ' + base.setup.method:<46}" + "".join(
+        f"{gib(base.peak - r.peak) + f' ({100 * (1 - r.peak / base.peak):.0f}%)':>16}" for r in rows))
+    return "\n".join(lines)
+
+
+def _cmd_memory(args) -> int:
+    if args.precision is not None:
+        raise ConfigError("--precision was split into --torch-dtype (float32 | bfloat16: the dtype the weights "
+                          "are loaded in) and --mixed-precision (no | bf16 | fp16); amp_bf16 = --torch-dtype float32 "
+                          "--mixed-precision bf16, bf16 = --torch-dtype bfloat16 --mixed-precision no")
+    for key in ("batch_size", "seq_len"):
+        if getattr(args, key) < 1:
+            raise ConfigError(f"--{key.replace('_', '-')} must be a positive integer, got {getattr(args, key)}")
+    options = {key: getattr(args, key) for key in OPTION_FLAGS if getattr(args, key) is not None}
+    setting = dict(batch_size=args.batch_size, seq_len=args.seq_len, torch_dtype=args.torch_dtype,
+                   mixed_precision=args.mixed_precision, optimizer=args.optimizer, attention=args.attention,
+                   gradient_checkpointing=args.gradient_checkpointing)
+    config = load_config(args.model)
+    if args.compare:  # each method gets the options that apply to it
+        rows = [estimate(config, method=m, **setting, **{k: v for k, v in options.items() if k in METHODS[m].options})
+                for m in METHODS]
+    else:
+        rows = [estimate(config, method=args.method, **setting, **options)]
+    for row in rows:
+        object.__setattr__(row, "model", args.model)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in rows] if args.compare else rows[0].to_dict(), indent=2))
+    else:
+        print(format_comparison(rows) if args.compare else format_breakdown(rows[0]))
+        half = args.torch_dtype != "float32" or args.mixed_precision != "no"
+        print(f"(accelerate estimate-memory would say {gib(accelerate_estimate(config, half_precision=half))} "
+              "for any method and batch; plan the GPU with ~1–2 GB CUDA context and 5–10 % allocator slack on top)")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("memory", help="estimate the GPU memory of one training step")
+    p.add_argument("--model", default="open_llama_3b",
+                   help=f"shipped config ({', '.join(shipped_models())}), a local config.json, or a hub id")
+    p.add_argument("--method", choices=list(METHODS), default="full")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--seq-len", type=int, default=2048)
+    p.add_argument("--torch-dtype", choices=TORCH_DTYPES, default="float32",
+                   help="dtype the weights are loaded in (trainable PEFT weights stay float32)")
+    p.add_argument("--mixed-precision", choices=MIXED_PRECISIONS, default="bf16", help="autocast over the weights")
+    p.add_argument("--precision", help=argparse.SUPPRESS)  # the old flag: answered with what replaced it
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw")
+    p.add_argument("--attention", choices=ATTENTIONS, default="sdpa")
+    p.add_argument("--gradient-checkpointing", action="store_true")
+    p.add_argument("--lora-r", type=int)
+    p.add_argument("--lora-alpha", type=int)
+    p.add_argument("--lora-dropout", type=float)
+    p.add_argument("--peft-targets", nargs="+", dest="peft_target_modules",
+                   help="LoRA/IA3 module names (default: the library's, e.g. the q and v projections)")
+    p.add_argument("--ia3-feedforward", nargs="+", dest="ia3_feedforward_modules")
+    p.add_argument("--adapter-config", choices=ADAPTER_CONFIGS)
+    p.add_argument("--adapter-reduction-factor", type=int)
+    p.add_argument("--compare", action="store_true", help="every method side by side")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_memory)

@@ -1,0 +1,282 @@
+"""The one registry of fine-tuning methods: how each is applied to a model, saved and reloaded.
+
+Training (`models.build_model`), reloading (`models.load_trained`) and the memory estimator
+(`memory.estimate`) all call `apply_method`, so a method has one set of defaults. To add a method:
+an entry in METHODS (its library, default learning rate, options and an apply function), its option
+fields with their defaults in OPTION_DEFAULTS (RunConfig takes them from there), and a test.
+Save and reload branch on the method's library (transformers | peft | adapters), not on its name.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+from .errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+# Every method option, with its default: RunConfig's fields and the memory estimator read these.
+OPTION_DEFAULTS: dict[str, Any] = {
+    "lora_r": 8,
+    "lora_alpha": 16,
+    "lora_dropout": 0.1,
+    "peft_target_modules": None,  # None -> the library's default modules for the architecture
+    "ia3_feedforward_modules": None,  # None -> peft's default (the FFN output projection)
+    "adapter_config": "seq_bn",
+    "adapter_reduction_factor": 16,
+}
+ADAPTER_CONFIGS = ("seq_bn", "double_seq_bn")
+# Modules that make up the classification head (BERT's pooler feeds only the classifier).
+HEAD_MODULES = ("classifier", "score", "pooler")
+ADAPTER_NAME = "task"
+TASKS = ("seq_cls", "causal_lm")
+# Defaults for architectures peft has no mapping for; MPNet's attention projections are q, k, v, o.
+PEFT_DEFAULT_TARGETS = {
+    "lora": {"mpnet": ("q", "v")},
+    "ia3": {"mpnet": ("k", "v", "output.dense")},
+}
+IA3_DEFAULT_FEEDFORWARD = {"mpnet": ("output.dense",)}
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    library: str  # who applies, saves and reloads it: transformers | peft | adapters
+    label: str  # how the report names it (中文 English)
+    learning_rate: float  # default learning rate
+    options: tuple[str, ...]  # the OPTION_DEFAULTS keys that configure it
+    apply: Callable[[Any, Mapping[str, Any], str], Any]  # (model, options, task) -> model
+
+
+def is_head(param_name: str) -> bool:
+    return any(part in HEAD_MODULES for part in param_name.split("."))
+
+
+def _pooler_names(model: Any) -> list[str]:
+    return [name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+            if name.endswith("pooler") and module is not None and any(True for _ in module.parameters())]
+
+
+def _peft_task(task: str):
+    from peft import TaskType
+
+    return TaskType.CAUSAL_LM if task == "causal_lm" else TaskType.SEQ_CLS
+
+
+def _peft_targets(method: str, model: Any, options: Mapping[str, Any]) -> list[str] | None:
+    targets = options["peft_target_modules"] or PEFT_DEFAULT_TARGETS[method].get(model.config.model_type)
+    return list(targets) if targets else None
+
+
+def _get_peft_model(model: Any, peft_config: Any) -> Any:
+    from peft import get_peft_model
+
+    try:
+        return get_peft_model(model, peft_config)
+    except ValueError as err:  # no module matched, or an architecture peft has no defaults for
+        raise ConfigError(f"field 'peft_target_modules': {str(err).splitlines()[0]}") from None
+
+
+def _apply_full(model: Any, options: Mapping[str, Any], task: str) -> Any:
+    return model
+
+
+def _apply_lora(model: Any, options: Mapping[str, Any], task: str) -> Any:
+    from peft import LoraConfig
+
+    # peft trains and saves the classifier itself; BERT's pooler must be named
+    return _get_peft_model(model, LoraConfig(
+        task_type=_peft_task(task), r=options["lora_r"], lora_alpha=options["lora_alpha"],
+        lora_dropout=options["lora_dropout"], target_modules=_peft_targets("lora", model, options),
+        modules_to_save=_pooler_names(model) or None))
+
+
+def _apply_ia3(model: Any, options: Mapping[str, Any], task: str) -> Any:
+    from peft import IA3Config
+
+    feedforward = options["ia3_feedforward_modules"] or IA3_DEFAULT_FEEDFORWARD.get(model.config.model_type)
+    return _get_peft_model(model, IA3Config(
+        task_type=_peft_task(task), target_modules=_peft_targets("ia3", model, options),
+        feedforward_modules=list(feedforward) if feedforward else None,
+        modules_to_save=_pooler_names(model) or None))
+
+
+def _adapter_interface(model_type: str):
+    """An explicit adapters interface for architectures the library does not know (MPNet)."""
+    if model_type != "mpnet":
+        return None
+    from adapters import AdapterModelInterface
+
+    return AdapterModelInterface(
+        adapter_methods=["bottleneck"], model_embeddings="embeddings", model_layers="encoder.layer",
+        layer_self_attn="attention", layer_cross_attn=None, attn_k_proj="attn.k", attn_q_proj="attn.q",
+        attn_v_proj="attn.v", attn_o_proj="attn.o", layer_intermediate_proj="intermediate.dense",
+        layer_output_proj="output.dense")
+
+
+@contextmanager
+def _adapters_quiet() -> Iterator[None]:
+    """adapters warns "none are activated" between add_adapter and train_adapter, which we call together."""
+    adapters_logger = logging.getLogger("adapters")
+    level = adapters_logger.level
+    adapters_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        adapters_logger.setLevel(level)
+
+
+def _init_adapters(model: Any) -> None:
+    """Give a transformers model the adapters library's methods (with our interface for MPNet)."""
+    import adapters
+
+    try:
+        adapters.init(model, interface=_adapter_interface(model.config.model_type))
+    except ValueError as err:
+        raise ConfigError(f"method 'adapter' is not available for model type "
+                          f"{model.config.model_type!r}: {err}") from None
+
+
+def _apply_adapter(model: Any, options: Mapping[str, Any], task: str) -> Any:
+    from adapters import DoubleSeqBnConfig, SeqBnConfig
+
+    config_class = {"seq_bn": SeqBnConfig, "double_seq_bn": DoubleSeqBnConfig}[options["adapter_config"]]
+    with _adapters_quiet():
+        _init_adapters(model)
+        model.add_adapter(ADAPTER_NAME, config=config_class(reduction_factor=options["adapter_reduction_factor"]))
+        model.train_adapter(ADAPTER_NAME)  # freezes the base model; the static classifier stays trainable
+    for name, param in model.named_parameters():
+        if "pooler" in name.split("."):
+            param.requires_grad_(True)  # BERT's pooler is part of the head, as under peft
+    return model
+
+
+PEFT_OPTIONS = ("peft_target_modules",)
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("full", "transformers", "全量微调 full", 5e-5, (), _apply_full),
+    # PEFT trains ~0.5 % of the weights and needs a larger step to learn in a few epochs
+    # (shared/notes/feasibility.md §3: lr 5e-4 stays near chance after one epoch, 2e-3 learns).
+    Method("lora", "peft", "LoRA", 1e-3, ("lora_r", "lora_alpha", "lora_dropout", *PEFT_OPTIONS), _apply_lora),
+    Method("adapter", "adapters", "适配器 adapter", 1e-3, ("adapter_config", "adapter_reduction_factor"),
+           _apply_adapter),
+    # IA3 learns three scaling vectors per layer (~0.01 % of the weights); peft's examples use lr 3e-3+
+    Method("ia3", "peft", "IA³", 3e-3, (*PEFT_OPTIONS, "ia3_feedforward_modules"), _apply_ia3),
+)}
+
+
+def get_method(name: str) -> Method:
+    if name not in METHODS:
+        raise ConfigError(f"method {name!r}: expected {' | '.join(METHODS)}")
+    return METHODS[name]
+
+
+def method_options(method: str, given: Mapping[str, Any] | None = None, *, strict: bool = False) -> dict[str, Any]:
+    """Every option with the registry's defaults, overridden by `given`. With strict, an option that the
+    method does not use is an error (the estimator's CLI: a flag that would be silently ignored)."""
+    given = dict(given or {})
+    unknown = sorted(set(given) - set(OPTION_DEFAULTS))
+    if unknown:
+        raise ConfigError(f"unknown method option(s) {', '.join(unknown)}; known: {', '.join(OPTION_DEFAULTS)}")
+    if strict:
+        foreign = sorted(k for k in given if k not in get_method(method).options)
+        if foreign:
+            used = ", ".join(get_method(method).options) or "none"
+            raise ConfigError(f"option(s) {', '.join(foreign)} do not apply to method {method!r} (its options: {used})")
+    return {**OPTION_DEFAULTS, **given}
+
+
+def _cast_to_weight(module: Any, args: tuple) -> tuple:
+    """Forward pre-hook: a half-precision input meets fp32 weights; autocast, when on, does this itself."""
+    import torch
+
+    first = next((a for a in args if isinstance(a, torch.Tensor) and a.is_floating_point()), None)
+    module._tc_input_dtype = None
+    if first is None or torch.is_autocast_enabled(first.device.type):
+        return args
+    dtype = next(p.dtype for p in module.parameters(recurse=False))
+    if first.dtype == dtype:
+        return args
+    module._tc_input_dtype = first.dtype
+    return tuple(a.to(dtype) if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
+
+
+def _cast_back(module: Any, args: tuple, output: Any) -> Any:
+    """Forward hook: hand the output back in the dtype the module received (the stream stays bf16)."""
+    dtype = getattr(module, "_tc_input_dtype", None)
+    return output.to(dtype) if dtype is not None else output
+
+
+def _keep_trainables_fp32(model: Any) -> None:
+    """Trainable PEFT parameters stay fp32 on a half-precision base (peft's default, for every method).
+
+    peft's LoRA/IA3 layers cast their inputs themselves; the plain layers we train (adapters' bottlenecks,
+    the head) get hooks that cast their input up and their output back, so training without autocast works.
+    """
+    import torch
+
+    for module in model.modules():
+        own = list(module.parameters(recurse=False))
+        if not own or not all(p.requires_grad for p in own):
+            continue
+        if any(p.dtype != torch.float32 for p in own):
+            for p in own:
+                p.data = p.data.float()
+        if isinstance(module, (torch.nn.Linear, torch.nn.LayerNorm)):
+            module.register_forward_pre_hook(_cast_to_weight)
+            module.register_forward_hook(_cast_back)
+
+
+def apply_method(model: Any, *, method: str, options: Mapping[str, Any] | None = None, task: str = "seq_cls") -> Any:
+    """Apply `method` to a transformers model (the one place that does); returns the model to train."""
+    import torch
+
+    entry = get_method(method)
+    model = entry.apply(model, method_options(method, options), task)
+    if entry.library != "transformers" and any(p.dtype != torch.float32 for p in model.parameters()):
+        _keep_trainables_fp32(model)
+    return model
+
+
+# ---------------------------------------------------------------- save and reload, by library
+
+
+def save_trained(model: Any, *, method: str, directory: Path) -> Path:
+    """Save what reproduces the trained model on top of the pretrained base."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if get_method(method).library == "adapters":
+        from safetensors.torch import save_file
+
+        model.save_adapter(str(directory), ADAPTER_NAME, with_head=False)
+        head = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad and is_head(n)}
+        save_file(head, str(directory / "head.safetensors"))
+    else:  # peft saves its weights plus modules_to_save; transformers saves the whole model
+        model.save_pretrained(str(directory))
+    return directory
+
+
+def load_trained_into(model: Any, *, method: str, directory: Path) -> Any:
+    """Load weights saved by `save_trained` into `model`, a fresh base to which `apply_method` has
+    applied the same method (so dtypes and hooks are those of training)."""
+    import torch
+    from safetensors.torch import load_file
+
+    library = get_method(method).library
+    if library == "peft":
+        from peft import set_peft_model_state_dict
+
+        result = set_peft_model_state_dict(model, load_file(str(directory / "adapter_model.safetensors")))
+        unexpected = list(result.unexpected_keys)
+    elif library == "adapters":
+        state = torch.load(directory / "pytorch_adapter.bin", map_location="cpu", weights_only=True)
+        state.update(load_file(str(directory / "head.safetensors")))
+        unexpected = sorted(set(state) - set(model.state_dict()))
+        model.load_state_dict(state, strict=False)
+    else:
+        raise ConfigError(f"method {method!r} saves whole models; load them with from_pretrained")
+    if unexpected:
+        raise ConfigError(f"{directory}: saved weights the model lacks: {unexpected[:5]}")
+    return model
