@@ -40,7 +40,7 @@ class RunConfig:
     method: str = "full"  # full | lora | adapter | ia3 (tc_lib.methods.METHODS)
     seed: int = 1  # training seed: init of new weights, data order, dropout
     epochs: int = 3
-    learning_rate: float | None = None  # None -> the method's default (5e-5 full, 1e-3 LoRA/adapter, 3e-3 IA3)
+    learning_rate: float | None = None  # None -> the method's default (5e-5 full, 1e-3 LoRA/adapter, 1e-2 IA3)
     train_batch_size: int = 16
     eval_batch_size: int = 64
     max_seq_length: int = 128  # truncation only; batches are padded to their longest example
@@ -129,10 +129,6 @@ class RunConfig:
     @property
     def datasets(self) -> tuple[str, ...]:
         return (self.dataset,) if isinstance(self.dataset, str) else tuple(self.dataset)
-
-    @property
-    def dataset_label(self) -> str:
-        return "+".join(self.datasets)
 
     def identity(self) -> dict[str, Any]:
         """The fields that decide the result: everything but EXECUTION_FIELDS."""

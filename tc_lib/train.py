@@ -123,9 +123,16 @@ def _training_args(cfg: RunConfig, output_dir: str):
     import torch
     from transformers import TrainingArguments
 
+    from accelerate.state import AcceleratorState
+
     cuda = torch.cuda.is_available()
     if cfg.mixed_precision == "fp16" and not cuda:
         raise ConfigError("field 'mixed_precision': fp16 autocast needs a CUDA device; use bf16 on this machine")
+    # TrainingArguments(bf16=True) exports ACCELERATE_MIXED_PRECISION=bf16 and accelerate keeps a
+    # process-wide state: without clearing both, a later run in the same process (a notebook run twice,
+    # the tests) would silently train under the previous run's autocast
+    os.environ.pop("ACCELERATE_MIXED_PRECISION", None)
+    AcceleratorState._reset_state(reset_partial_state=True)
     return TrainingArguments(
         output_dir=output_dir, seed=cfg.seed, num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate,
         per_device_train_batch_size=cfg.train_batch_size, per_device_eval_batch_size=cfg.eval_batch_size,

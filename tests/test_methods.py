@@ -131,3 +131,13 @@ def test_practitioners_lora_is_expressible_in_the_estimator():
     # the bf16 casts autocast saves of every linear weight (all but the 102M-parameter input embedding)
     assert fp32_base.weights == 4 * (n + lora) and fp32_base.autocast_copies > 1.9 * n
     assert b.autocast_copies < fp32_base.autocast_copies / 100
+
+
+def test_a_bf16_run_does_not_leak_its_autocast_into_the_next(tiny_bert, synthetic_data, tmp_path):
+    """TrainingArguments(bf16=True) exports ACCELERATE_MIXED_PRECISION; the next run must not inherit it."""
+    cfg = dict(method="lora", epochs=2, max_train_samples=128)
+    before = train.train_and_evaluate(tiny_cfg(tiny_bert, tmp_path / "a", **cfg)).metrics
+    train.train_and_evaluate(tiny_cfg(tiny_bert, tmp_path / "b", method="full", mixed_precision="bf16",
+                                      max_train_samples=64))
+    after = train.train_and_evaluate(tiny_cfg(tiny_bert, tmp_path / "c", **cfg)).metrics
+    assert after == before  # bit for bit, as two runs of one config on the CPU are
