@@ -130,13 +130,13 @@ def count_parameters(model: Any) -> ParamCounts:
     return ParamCounts(total, trainable, no_head)
 
 
-def _load_classifier(name: str, num_labels: int, cfg: RunConfig, id2label: dict[int, str] | None = None):
+def _load_classifier(cfg: RunConfig, num_labels: int, id2label: dict[int, str] | None = None):
     import torch
     from transformers import AutoModelForSequenceClassification
 
     id2label = id2label or {i: str(i) for i in range(num_labels)}
     # ignore_mismatched_sizes: a checkpoint that already has a head of another size gets a fresh one
-    return _from_pretrained(AutoModelForSequenceClassification, name, num_labels=num_labels,
+    return _from_pretrained(AutoModelForSequenceClassification, cfg.model, num_labels=num_labels,
                             id2label=dict(id2label), label2id={v: k for k, v in id2label.items()},
                             ignore_mismatched_sizes=True, dtype=getattr(torch, cfg.torch_dtype))
 
@@ -144,7 +144,7 @@ def _load_classifier(name: str, num_labels: int, cfg: RunConfig, id2label: dict[
 def build_model(cfg: RunConfig, num_labels: int, *, id2label: dict[int, str] | None = None):
     """Load the pretrained encoder (in cfg.torch_dtype) with a fresh head and apply the method through
     the registry. Returns (model, ParamCounts)."""
-    model = _load_classifier(cfg.model, num_labels, cfg, id2label)
+    model = _load_classifier(cfg, num_labels, id2label)
     model = apply_method(model, method=cfg.method, options=cfg.method_options())
     return model, count_parameters(model)
 
@@ -165,6 +165,6 @@ def load_trained(cfg: RunConfig, directory: Path, num_labels: int):
     if get_method(cfg.method).library == "transformers":
         return AutoModelForSequenceClassification.from_pretrained(str(directory),
                                                                   dtype=getattr(torch, cfg.torch_dtype)).eval()
-    model = apply_method(_load_classifier(cfg.model, num_labels, cfg), method=cfg.method,
+    model = apply_method(_load_classifier(cfg, num_labels), method=cfg.method,
                          options=cfg.method_options())
     return load_trained_into(model, method=cfg.method, directory=directory).eval()

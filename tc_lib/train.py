@@ -16,9 +16,9 @@ import numpy as np
 
 from .config import RunConfig
 from .data import data_root, files_for, get_dataset, label_names
+from .errors import ConfigError
 from .metrics import classification_metrics, majority_floor
 from .models import build_model, load_tokenizer, save_weights
-from .errors import ConfigError
 from .results import RunResult, finish_run, start_run, write_history
 
 logger = logging.getLogger(__name__)
@@ -121,9 +121,8 @@ def _log_epoch(cfg: RunConfig, row: dict[str, Any]) -> None:
 
 def _training_args(cfg: RunConfig, output_dir: str):
     import torch
-    from transformers import TrainingArguments
-
     from accelerate.state import AcceleratorState
+    from transformers import TrainingArguments
 
     cuda = torch.cuda.is_available()
     if cfg.mixed_precision == "fp16" and not cuda:
