@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import TcError
+from .errors import TcError, first_line
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,6 +35,10 @@ def _cmd_data(args: argparse.Namespace) -> int:
         for row in rows:
             print(f"{row['status']:>8}  {row['file']}")
         print(f"data root: {root or data.data_root()}")
+        bad = [row for row in rows if row["status"] != "ok"]
+        if bad:
+            print(f"error: {len(bad)} of {len(rows)} files missing or wrong; first: {bad[0]['detail']}", file=sys.stderr)
+            return 2
         return 0
     rows = data.dataset_info(args.names, root=root, data_seed=args.data_seed,
                              verify_checksums=not args.no_verify)
@@ -69,8 +73,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise
     except Exception as err:
         run_dir = cfg.run_dir
-        print(f"error: run failed ({err.__class__.__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
-              f"record: {run_dir}/metrics.json", file=sys.stderr)
+        print(f"error: run failed ({err.__class__.__name__}: {first_line(err)}); record: {run_dir}/metrics.json",
+              file=sys.stderr)
         return 1
     print(result.run_dir)
     return 0

@@ -11,6 +11,7 @@ Label orders are fixed here and decide what `labels` means in every run record:
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections import Counter
 from dataclasses import dataclass
@@ -34,9 +35,15 @@ Examples = tuple[list[str], list[int]]
 
 
 def _read_text(path: Path) -> str:
+    """The file as UTF-8 text; a missing, empty or undecodable file names the file (and the line)."""
     if not path.is_file():
         raise DataError(f"{path}: file is missing")
-    text = path.read_text(encoding="utf-8")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line, byte = raw[:err.start].count(b"\n") + 1, raw[err.start]
+        raise DataError(f"{path} line {line}: not UTF-8 text (byte {byte:#04x} at offset {err.start})") from None
     if not text.strip():
         raise DataError(f"{path}: file is empty")
     return text
@@ -90,7 +97,7 @@ def _read_agnews_csv(path: Path, labels: Sequence[str], sep_token: str) -> Examp
     """AG News CSV without header: class index 1..4, title, description; text = title + ' ' + description."""
     texts, ids = [], []
     valid = [str(i) for i in range(1, len(labels) + 1)]
-    with open(_checked_exists(path), newline="", encoding="utf-8") as fh:
+    with io.StringIO(_read_text(path), newline="") as fh:
         for rowno, row in enumerate(csv.reader(fh), start=1):
             if len(row) != 3:
                 raise DataError(f"{path} row {rowno}: expected 3 columns (class index, title, description), "
@@ -101,15 +108,7 @@ def _read_agnews_csv(path: Path, labels: Sequence[str], sep_token: str) -> Examp
                                 f"{', '.join(valid)}")
             texts.append(f"{row[1]} {row[2]}")
             ids.append(int(index) - 1)
-    if not texts:
-        raise DataError(f"{path}: file is empty")
     return texts, ids
-
-
-def _checked_exists(path: Path) -> Path:
-    if not path.is_file():
-        raise DataError(f"{path}: file is missing")
-    return path
 
 
 # ---------------------------------------------------------------- registry
@@ -171,7 +170,7 @@ def _read_source(base: str, root: Path, sep_token: str, data_seed: int, verify_c
     read = {}
     for split, key in source.files.items():
         raw = RAW_FILES[key]
-        path = verify_file(raw, root) if verify_checksums else _checked_exists(root / raw.relpath)
+        path = verify_file(raw, root) if verify_checksums else root / raw.relpath
         read[split] = source.reader(path, source.labels, sep_token)
     if "all" in read:
         texts, labels = read.pop("all")

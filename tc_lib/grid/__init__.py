@@ -1,10 +1,12 @@
 """Grids of runs: params files expanded into RunConfigs (params), one run executed through papermill
-(execute), executors that run a grid (local), and the `run` command."""
+(execute: `run_one`, the one run function), run leases (lease), executors (local), and the `run`
+command."""
 
 from __future__ import annotations
 
-from .execute import TRAIN_NOTEBOOK, execute, is_done
+from .execute import TRAIN_NOTEBOOK, is_done, run_one
 from .local import GridOutcome, run_grid
-from .params import load_grid, select
+from .params import iter_grid, load_grid, select
 
-__all__ = ["GridOutcome", "TRAIN_NOTEBOOK", "execute", "is_done", "load_grid", "run_grid", "select"]
+__all__ = ["GridOutcome", "TRAIN_NOTEBOOK", "is_done", "iter_grid", "load_grid", "run_grid", "run_one",
+           "select"]

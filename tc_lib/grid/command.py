@@ -6,9 +6,9 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError
-from .execute import is_done
-from .local import run_grid
-from .params import load_grid, parse_assignments, select
+from .execute import TRAIN_NOTEBOOK, is_done
+from .local import GridInterrupted, run_grid
+from .params import iter_grid, parse_assignments, select
 
 
 class _ProgressBar:
@@ -24,8 +24,6 @@ class _ProgressBar:
             jobs = f" ({info['jobs']} at a time)" if info["jobs"] > 1 else ""
             print(f"{info['total']} runs: {info['skipped']} already done, {info['todo']} to run{jobs}", file=self.stream)
             self.bar = tqdm(total=info["todo"], unit="run", file=self.stream, dynamic_ncols=True, mininterval=0)
-        elif kind == "start":
-            self.bar.set_postfix_str(info["run_id"], refresh=True)
         elif kind == "done":
             if info["error"] is not None:
                 self.bar.write(f"FAILED {info['run_id']}: {info['error']}")
@@ -37,28 +35,39 @@ class _ProgressBar:
 
 
 def _cmd_run(args) -> int:
-    configs = load_grid(args.params, output_dir=args.output_dir)
-    if args.only:
-        configs = select(configs, parse_assignments(args.only, option="--only"))
+    only = parse_assignments(args.only, option="--only")
+    configs = select(iter_grid(args.params, output_dir=args.output_dir), only)
+    if args.dry_run:  # streams: the first runs print before a large grid is expanded
+        count = done = 0
+        for cfg in configs:
+            finished = is_done(cfg)
+            count, done = count + 1, done + finished
+            print(f"{'done' if finished else 'todo':<5} {cfg.run_id}", flush=True)
+            folder = cfg.output_dir
+        if not count:
+            raise ConfigError(f"{args.params}: no runs left after --only")
+        print(f"{count} runs ({done} done) -> {folder}")
+        return 0
+    configs = list(configs)
     if not configs:
         raise ConfigError(f"{args.params}: no runs left after --only")
-    if args.dry_run:
-        for cfg in configs:
-            print(f"{'done' if is_done(cfg) else 'todo':<5} {cfg.run_id}")
-        print(f"{len(configs)} runs ({sum(map(is_done, configs))} done) -> {configs[0].output_dir}")
-        return 0
     if args.jobs < 1:
         raise ConfigError(f"--jobs must be a positive integer, got {args.jobs}")
+    notebook = Path(args.notebook).resolve()
+    if not notebook.is_file():
+        raise ConfigError(f"--notebook {args.notebook}: no such notebook")
     progress = _ProgressBar()
     try:
-        outcome = run_grid(configs, force=args.force, jobs=args.jobs, on_event=progress)
-    except KeyboardInterrupt:
+        outcome = run_grid(configs, force=args.force, jobs=args.jobs, on_event=progress, notebook=notebook)
+    except GridInterrupted as stop:
         progress.close()
-        print("interrupted; run the same command again to finish the grid (finished runs are kept)", file=sys.stderr)
-        raise
+        print(f"interrupted: nothing new was started, {stop.in_flight} run(s) in flight left 'interrupted'; "
+              "run the same command again to finish the grid (finished runs are kept)", file=sys.stderr)
+        return 130
     progress.close()
+    busy = f", {len(outcome.busy)} running elsewhere" if outcome.busy else ""
     print(f"done: {len(outcome.succeeded)} succeeded, {len(outcome.skipped)} skipped, "
-          f"{len(outcome.failed)} failed", file=sys.stderr)
+          f"{len(outcome.failed)} failed{busy}", file=sys.stderr)
     for run_id, message in outcome.failed:
         print(f"  failed {run_id}: {message} (see {Path(configs[0].output_dir) / run_id / 'train.ipynb'})",
               file=sys.stderr)
@@ -73,4 +82,6 @@ def register(sub) -> None:
     p.add_argument("--only", action="append", default=[], metavar="KEY=VALUE", help="keep matching runs")
     p.add_argument("--output-dir", help="where run folders go (default: the grid's output_dir)")
     p.add_argument("--jobs", type=int, default=1, help="runs executed in parallel (default 1)")
+    p.add_argument("--notebook", default=str(TRAIN_NOTEBOOK),
+                   help="the training notebook each run executes (default: notebooks/train.ipynb)")
     p.set_defaults(func=_cmd_run)

@@ -1,15 +1,66 @@
-"""One run of a grid: a papermill execution of notebooks/train.ipynb in a fresh kernel; the notebook
-writes the run record, and a kernel that dies before it can still leaves a `failed` record."""
+"""The one run function every executor calls (`run_one`): claim the run's lease, execute
+notebooks/train.ipynb with papermill in a fresh kernel, release the lease. The notebook writes the run
+record; a kernel that dies before it can still leaves a `failed` record, and the kernel never outlives
+the process that started it (Linux: it is sent SIGKILL when that process dies)."""
 
 from __future__ import annotations
 
+import functools
+import os
+import signal
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import RunConfig
+from ..errors import first_line
 from ..results import finish_run, load_record, new_record
+from .lease import acquire, read_lease
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN_NOTEBOOK = REPO / "notebooks" / "train.ipynb"
+UNFINISHED = ("running", "interrupted")
+# Runs first in the kernel's process: ask Linux to SIGKILL it when its parent (this process) dies, then
+# become the kernel. Papermill starts kernels in a session of their own, out of reach of a group kill.
+_DEATH_GUARD = ("import ctypes, os, signal, sys\n"
+                "ctypes.CDLL(None).prctl(1, signal.SIGKILL)\n"  # PR_SET_PDEATHSIG
+                "os.getppid() == int(sys.argv[1]) or os._exit(1)\n"
+                "os.execvp(sys.argv[2], sys.argv[2:])")
+KERNEL_PIDS: set[int] = set()  # kernels this process started and that may still run
+
+
+class Interrupted(BaseException):
+    """Raised in a worker told to stop (SIGTERM): the run is left `interrupted`, resumable."""
+
+
+@functools.cache
+def guarded_kernel_manager():
+    """A kernel manager whose kernels die with the process that started them, and whose pids we know."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class GuardedKernelManager(AsyncKernelManager):
+        def format_kernel_cmd(self, extra_arguments=None):
+            cmd = super().format_kernel_cmd(extra_arguments)
+            return [sys.executable, "-c", _DEATH_GUARD, str(os.getpid()), *cmd] if sys.platform == "linux" else cmd
+
+        async def _async_launch_kernel(self, kernel_cmd, **kw):
+            await super()._async_launch_kernel(kernel_cmd, **kw)
+            process = getattr(self.provisioner, "process", None)
+            if process is not None:
+                KERNEL_PIDS.add(process.pid)
+
+    return GuardedKernelManager
+
+
+def kill_kernels() -> None:
+    """SIGKILL the kernels (and their process groups) this process started."""
+    for pid in list(KERNEL_PIDS):
+        for kill in (os.killpg, os.kill):
+            try:
+                kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        KERNEL_PIDS.discard(pid)
 
 
 def is_done(cfg: RunConfig) -> bool:
@@ -21,8 +72,8 @@ def is_done(cfg: RunConfig) -> bool:
 def execute(cfg: RunConfig, *, notebook: Path = TRAIN_NOTEBOOK, timeout_s: int | None = None) -> None:
     """Run one config through papermill in a fresh kernel; the executed notebook is kept in the run folder.
 
-    The notebook writes the record itself. If the kernel dies before it can (killed, out of memory),
-    the record still says `running`: it is marked failed here with papermill's message.
+    If the kernel dies before the notebook writes its record (killed, out of memory), the record still
+    says `running`: it is marked failed here with the cause.
     """
     import papermill as pm
 
@@ -31,20 +82,72 @@ def execute(cfg: RunConfig, *, notebook: Path = TRAIN_NOTEBOOK, timeout_s: int |
     try:
         pm.execute_notebook(str(notebook), str(run_dir / "train.ipynb"), parameters=cfg.to_dict(),
                             kernel_name="python3", progress_bar=False, cwd=str(notebook.parent), start_timeout=180,
-                            execution_timeout=timeout_s)
+                            execution_timeout=timeout_s, kernel_manager_class=guarded_kernel_manager())
     except Exception as err:
         record = load_record(run_dir)
         if record is None or record["status"] != "failed":
             record = record if record and record["status"] == "running" else new_record(cfg, status="failed")
             record["status"] = "failed"
-            record["error"] = {"type": err.__class__.__name__, "message": first_line(err), "traceback": None}
+            record["error"] = {"type": err.__class__.__name__, "message": cause(err), "traceback": None}
             finish_run(run_dir, record)
         raise
+    finally:
+        kill_kernels()  # papermill shuts the kernel down; this only catches one that would not go
 
 
-def first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    for line in text.splitlines():
-        if line.strip() and not set(line.strip()) <= set("-"):
-            return line.strip()[:500]
-    return err.__class__.__name__
+def cause(err: BaseException) -> str:
+    """What went wrong, in one line: for a notebook cell that raised, its exception — not papermill's header."""
+    ename, evalue = getattr(err, "ename", None), getattr(err, "evalue", None)
+    if ename:
+        return f"{ename}: {first_line(Exception(evalue)) if evalue else ''}".rstrip(": ")
+    return first_line(err)
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    run_id: str
+    status: str  # success | failed | skipped (done already) | busy (another driver holds it)
+    message: str | None = None
+
+
+def _mark_interrupted(cfg: RunConfig) -> None:
+    record = load_record(cfg.run_dir)
+    if record is not None and record["status"] == "running":
+        record["status"] = "interrupted"
+        record["error"] = {"type": "Interrupted", "message": "stopped by the user; run the grid again to finish it",
+                           "traceback": None}
+        finish_run(cfg.run_dir, record)
+
+
+def run_one(cfg: RunConfig, *, notebook: Path = TRAIN_NOTEBOOK, executor: str = "local", force: bool = False,
+            timeout_s: int | None = None) -> RunOutcome:
+    """The one run function: resolved config -> executed notebook -> run record, under the run's lease.
+    A finished run is skipped unless `force`."""
+    if not force and is_done(cfg):
+        return RunOutcome(cfg.run_id, "skipped")
+    previous = load_record(cfg.run_dir)
+    attempt = 1
+    if previous is not None and previous["status"] in UNFINISHED:
+        attempt = int((previous.get("execution") or {}).get("attempt") or 1) + 1
+    try:
+        lease = acquire(cfg.run_dir, executor=executor, attempt=attempt)
+    except OSError as err:
+        return RunOutcome(cfg.run_id, "failed", f"{cfg.run_dir}: cannot write the run folder "
+                                                f"({err.strerror or err.__class__.__name__})")
+    if lease is None:
+        holder = read_lease(cfg.run_dir) or {}
+        return RunOutcome(cfg.run_id, "busy", f"held by {holder.get('host')} pid {holder.get('pid')}")
+    try:
+        if not force and is_done(cfg):  # another driver finished it between our check and our claim
+            return RunOutcome(cfg.run_id, "skipped")
+        os.environ.update(TC_EXECUTOR=executor, TC_ATTEMPT=str(attempt))  # the kernel inherits them
+        execute(cfg, notebook=notebook, timeout_s=timeout_s)
+        return RunOutcome(cfg.run_id, "success")
+    except Interrupted:
+        kill_kernels()
+        _mark_interrupted(cfg)
+        raise
+    except Exception as err:  # noqa: BLE001 — a failed run is an outcome, not a crash of the grid
+        return RunOutcome(cfg.run_id, "failed", cause(err))
+    finally:
+        lease.release()

@@ -1,16 +1,26 @@
-"""The local executor: a grid's runs one after another, or in parallel worker processes."""
+"""The local executor: a grid's runs in worker processes on this machine, each through `run_one`.
+
+Workers die with the driver (Linux: SIGKILL on the driver's death; their kernels follow them), ignore
+the terminal's Ctrl-C, and on the driver's Ctrl-C are told to stop: nothing new starts, in-flight runs
+are left `interrupted` (resumable) and their kernels killed."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import os
+import signal
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 from ..config import RunConfig
-from .execute import TRAIN_NOTEBOOK, execute, first_line, is_done
+from .execute import TRAIN_NOTEBOOK, Interrupted, RunOutcome, is_done, kill_kernels, run_one
 
 logger = logging.getLogger(__name__)
+# on_event(kind, info): "plan" {total, skipped, todo, jobs}, then "done" {run_id, status, error} per run
+EventHandler = Callable[[str, dict], None]
+STOP_GRACE_S = 10
 
 
 @dataclass
@@ -18,30 +28,51 @@ class GridOutcome:
     succeeded: list[str]
     skipped: list[str]
     failed: list[tuple[str, str]]
+    busy: list[tuple[str, str]] = field(default_factory=list)  # held by another driver
 
 
-# on_event(kind, info): "plan" {total, skipped, todo, jobs}, "start" {run_id}, "done" {run_id, error}
-EventHandler = Callable[[str, dict], None]
+class GridInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped the grid; `in_flight` runs were left `interrupted`."""
+
+    def __init__(self, in_flight: int) -> None:
+        super().__init__(in_flight)
+        self.in_flight = in_flight
 
 
-def _execute_in_worker(cfg: RunConfig, notebook: str) -> tuple[str, str | None]:
-    """Process-pool entry point: (run_id, None) on success, (run_id, message) on failure."""
+def _on_sigterm(signum, frame) -> None:
+    kill_kernels()  # first: papermill's clean-up would otherwise interrupt the kernel, which prints a traceback
+    raise Interrupted()
+
+
+def _worker_init(parent: int) -> None:
+    """In each worker: die with the driver, leave Ctrl-C to it, turn SIGTERM into Interrupted."""
+    if sys.platform == "linux":
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the driver died before we got here
+        os._exit(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _worker_main(cfg: RunConfig, notebook: str, force: bool, parent: int, results) -> None:
+    """A worker process: one run through `run_one`; its outcome goes back on `results`."""
+    _worker_init(parent)
     try:
-        execute(cfg, notebook=Path(notebook))
-        return cfg.run_id, None
-    except Exception as err:  # noqa: BLE001 — reported back to the parent
-        return cfg.run_id, first_line(err)
+        results.put(run_one(cfg, notebook=Path(notebook), executor="local", force=force))
+    except Interrupted:
+        os._exit(130)  # run_one left the run interrupted and released its lease
 
 
 def run_grid(configs: Sequence[RunConfig], *, force: bool = False, notebook: Path = TRAIN_NOTEBOOK,
              jobs: int = 1, on_event: EventHandler | None = None) -> GridOutcome:
-    """Execute every config not already done; one failure does not stop the grid.
+    """Execute every config not already done, `jobs` at a time, each in a fresh worker process; one
+    failure does not stop the grid.
 
-    With jobs > 1, runs execute in parallel worker processes, each kernel limited to
-    cpu_count // jobs torch threads (two OpenMP teams on the same cores slow each other down badly).
+    Each kernel gets cpu_count // jobs torch threads (two OpenMP teams on the same cores slow each other
+    down badly). `force` reruns finished runs (their records are replaced).
     """
-    import os
-    from concurrent.futures import ProcessPoolExecutor, as_completed
     from multiprocessing import get_context
 
     emit = on_event or (lambda kind, info: None)
@@ -53,25 +84,75 @@ def run_grid(configs: Sequence[RunConfig], *, force: bool = False, notebook: Pat
         else:
             todo.append(cfg)
     emit("plan", {"total": len(configs), "skipped": len(outcome.skipped), "todo": len(todo), "jobs": jobs})
-
-    def record(run_id: str, error: str | None) -> None:
-        if error is None:
-            outcome.succeeded.append(run_id)
-        else:
-            outcome.failed.append((run_id, error))
-            logger.info("run %s failed: %s", run_id, error)
-        emit("done", {"run_id": run_id, "error": error})
-
-    if jobs <= 1:
-        for cfg in todo:
-            emit("start", {"run_id": cfg.run_id})
-            record(*_execute_in_worker(cfg, str(notebook)))
-        return outcome
     threads = max(1, (os.cpu_count() or jobs) // jobs)
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(_execute_in_worker, cfg if cfg.num_threads else
-                               RunConfig.from_dict({**cfg.to_dict(), "num_threads": threads}), str(notebook))
-                   for cfg in todo]
-        for future in as_completed(futures):
-            record(*future.result())
+    context = get_context("spawn")
+    results = context.Queue()
+    pending, running = list(reversed(todo)), {}
+
+    def finish(result: RunOutcome) -> None:
+        running.pop(result.run_id).join()
+        _record(outcome, result)
+        emit("done", {"run_id": result.run_id, "status": result.status,
+                      "error": result.message if result.status == "failed" else None})
+
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                cfg = pending.pop()
+                run = cfg if cfg.num_threads else RunConfig.from_dict({**cfg.to_dict(), "num_threads": threads})
+                running[cfg.run_id] = context.Process(target=_worker_main, name=f"tc-run-{cfg.run_id}",
+                                                      args=(run, str(notebook), force, os.getpid(), results))
+                running[cfg.run_id].start()
+            result = _next_result(results, running)
+            if result is not None:
+                finish(result)
+    except KeyboardInterrupt:
+        raise GridInterrupted(_stop(list(running.values()))) from None
     return outcome
+
+
+def _next_result(results, running: dict) -> RunOutcome | None:
+    """The next outcome on the queue; a worker that died without one (killed, out of memory) is a
+    failed outcome of its own."""
+    import queue
+
+    try:
+        return results.get(timeout=0.5)
+    except queue.Empty:
+        pass
+    for run_id, process in running.items():
+        if process.exitcode is not None:
+            try:  # its outcome may still be on its way
+                return results.get(timeout=1)
+            except queue.Empty:
+                return RunOutcome(run_id, "failed", f"worker process died (exit code {process.exitcode}); "
+                                                    "run the grid again to retry it")
+    return None
+
+
+def _stop(processes: list) -> int:
+    """Tell the running workers to stop (SIGTERM: their run is left interrupted) and make sure they end."""
+    import time
+
+    for p in processes:
+        if p.is_alive():
+            p.terminate()
+    deadline = time.monotonic() + STOP_GRACE_S
+    for p in processes:
+        p.join(max(0.0, deadline - time.monotonic()))
+        if p.is_alive():
+            p.kill()
+            p.join(1)
+    return len(processes)
+
+
+def _record(outcome: GridOutcome, result: RunOutcome) -> None:
+    if result.status == "success":
+        outcome.succeeded.append(result.run_id)
+    elif result.status == "skipped":
+        outcome.skipped.append(result.run_id)
+    elif result.status == "busy":
+        outcome.busy.append((result.run_id, result.message or ""))
+    else:
+        outcome.failed.append((result.run_id, result.message or ""))
+        logger.info("run %s failed: %s", result.run_id, result.message)

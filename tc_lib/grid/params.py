@@ -10,13 +10,15 @@ A grid file has these keys, all optional:
 from __future__ import annotations
 
 import itertools
+import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from ..config import RunConfig
 from ..errors import ConfigError
 
 GRID_KEYS = ("defaults", "axes", "overrides", "grids")
+MAX_RUNS = 100_000  # a larger grid is refused before it is expanded
 
 
 def _mapping(path: Path, where: str, value: Any) -> dict:
@@ -27,23 +29,49 @@ def _mapping(path: Path, where: str, value: Any) -> dict:
     return value
 
 
-def load_grid(path: str | Path, *, output_dir: str | None = None) -> list[RunConfig]:
-    """Expand a grid file into validated RunConfigs; errors name the file and the key.
-
-    A relative output_dir is resolved against the current directory, so the notebook (run in
-    notebooks/) writes where the caller expects.
-    """
+def _strict_loader():
+    """yaml's SafeLoader, but a key given twice in one mapping is an error (PyYAML keeps the last)."""
     import yaml
 
-    path = Path(path)
+    class StrictLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first on line {seen[key] + 1})", key_node.start_mark)
+                seen[key] = key_node.start_mark.line
+            return super().construct_mapping(node, deep=deep)
+
+    return StrictLoader
+
+
+def read_spec(path: Path) -> dict:
+    """The params file as a mapping; every problem is one ConfigError naming the file (and line)."""
+    import yaml
+
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder, not a params file")
     try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: params file not found") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read it ({err.strerror})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise ConfigError(f"{path} line {line}: not UTF-8 text") from None
+    try:
+        spec = yaml.load(text, Loader=_strict_loader())  # noqa: S506 — a SafeLoader subclass
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}{where}: invalid YAML ({getattr(err, 'problem', err)})") from None
+    if spec is None:
+        raise ConfigError(f"{path}: the params file is empty; expected a mapping with {', '.join(GRID_KEYS)}")
     if not isinstance(spec, dict):
         raise ConfigError(f"{path}: expected a mapping with keys {', '.join(GRID_KEYS)}")
     unknown = sorted(set(map(str, spec)) - set(GRID_KEYS))
@@ -51,12 +79,16 @@ def load_grid(path: str | Path, *, output_dir: str | None = None) -> list[RunCon
         raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; expected {', '.join(GRID_KEYS)}")
     if "grids" in spec and "axes" in spec:
         raise ConfigError(f"{path}: give either 'axes' or 'grids', not both")
-    defaults, overrides = _mapping(path, "defaults", spec.get("defaults")), _mapping(path, "overrides",
-                                                                                     spec.get("overrides"))
+    return spec
+
+
+def _grids(path: Path, spec: dict) -> list[tuple[str, dict, dict]]:
+    """(label, defaults, axes) per product, checked; the grid's size is checked against MAX_RUNS."""
+    defaults = _mapping(path, "defaults", spec.get("defaults"))
     grids = spec.get("grids", [{"axes": spec.get("axes")}])
     if not isinstance(grids, list) or not grids:
         raise ConfigError(f"{path}: 'grids' must be a non-empty list of mappings")
-    configs, seen = [], set()
+    out, total = [], 0
     for number, grid in enumerate(grids, start=1):
         label = f"grids[{number}]" if "grids" in spec else "axes"
         grid = _mapping(path, label, grid)
@@ -67,34 +99,70 @@ def load_grid(path: str | Path, *, output_dir: str | None = None) -> list[RunCon
         for name, values in axes.items():
             if not isinstance(values, list) or not values:
                 raise ConfigError(f"{path}: {label}.{name} must be a non-empty list")
-        base = {**defaults, **_mapping(path, f"{label}.defaults", grid.get("defaults"))}
+        total += math.prod(len(v) for v in axes.values())
+        if total > MAX_RUNS:
+            raise ConfigError(f"{path}: the grid has more than {MAX_RUNS:,} runs ({label} alone: "
+                              f"{math.prod(len(v) for v in axes.values()):,}); split it into smaller grids")
+        out.append((label, {**defaults, **_mapping(path, f"{label}.defaults", grid.get("defaults"))}, axes))
+    return out
+
+
+def _check_overrides(path: Path, overrides: dict, grids: list[tuple[str, dict, dict]]) -> None:
+    """Every override names a RunConfig field and a value that field takes somewhere in the grid."""
+    fields = RunConfig.field_names()
+    for field, table in overrides.items():
+        if field not in fields:
+            raise ConfigError(f"{path}: overrides.{field}: unknown field; valid fields: {', '.join(fields)}")
+        taken = {_key(v) for _, base, axes in grids for v in axes.get(field, [base.get(field)])}
+        for value in _mapping(path, f"overrides.{field}", table):
+            if value not in taken:
+                raise ConfigError(f"{path}: overrides.{field}.{value}: {field} never takes the value {value!r} "
+                                  f"in this grid (it takes: {', '.join(map(str, sorted(taken, key=str)))})")
+
+
+def iter_grid(path: str | Path, *, output_dir: str | None = None) -> Iterator[RunConfig]:
+    """Expand a grid file into validated RunConfigs, one at a time (a dry run streams); errors name the
+    file and the key. A relative output_dir is resolved against the current directory, so the notebook
+    (run in notebooks/) writes where the caller expects."""
+    path = Path(path)
+    spec = read_spec(path)
+    overrides = _mapping(path, "overrides", spec.get("overrides"))
+    grids = _grids(path, spec)
+    _check_overrides(path, overrides, grids)
+    seen = set()
+    for label, base, axes in grids:
         for combo in itertools.product(*axes.values()):
             point = dict(zip(axes, combo))
             values: dict[str, Any] = {**base, **point}
             for field, table in overrides.items():
-                table = _mapping(path, f"overrides.{field}", table)
                 values.update(_mapping(path, f"overrides.{field}.{_key(values.get(field))}",
                                        table.get(_key(values.get(field)))))
-            values["output_dir"] = str(Path(output_dir or values.get("output_dir", "outputs/runs")).resolve())
             where = ", ".join(f"{k}={v}" for k, v in point.items())
+            folder = output_dir if output_dir is not None else values.get("output_dir", "outputs/runs")
+            if not isinstance(folder, str) or not folder.strip():
+                raise ConfigError(f"{path} ({where}): field 'output_dir': expected a non-empty path, got {folder!r}")
+            values["output_dir"] = str(Path(folder).resolve())
             cfg = RunConfig.from_dict(values, source=f"{path} ({where})")
             if cfg.run_id not in seen:
                 seen.add(cfg.run_id)
-                configs.append(cfg)
-    return configs
+                yield cfg
+
+
+def load_grid(path: str | Path, *, output_dir: str | None = None) -> list[RunConfig]:
+    return list(iter_grid(path, output_dir=output_dir))
 
 
 def _key(value: Any) -> Any:
     return "+".join(value) if isinstance(value, (list, tuple)) else value
 
 
-def select(configs: Sequence[RunConfig], only: dict[str, Any]) -> list[RunConfig]:
-    """Keep configs whose fields equal every `only` value (a list dataset compares as 'a+b')."""
+def select(configs: Iterable[RunConfig], only: dict[str, Any]) -> Iterator[RunConfig]:
+    """The configs whose fields equal every `only` value (a list dataset compares as 'a+b'), lazily."""
     fields = set(RunConfig.__dataclass_fields__)
     for key in only:
         if key not in fields:
             raise ConfigError(f"--only {key}: unknown field; valid fields: {', '.join(sorted(fields))}")
-    return [c for c in configs if all(str(_key(getattr(c, k))) == str(_key(v)) for k, v in only.items())]
+    return (c for c in configs if all(str(_key(getattr(c, k))) == str(_key(v)) for k, v in only.items()))
 
 
 def parse_assignments(items: Sequence[str], *, option: str = "--set") -> dict[str, Any]:

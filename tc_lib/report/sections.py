@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 
 from ..methods import METHODS
-from ..results import load_record, read_history, read_runs
+from ..results import load_record
+from ..runs import Problem, read_history, read_runs
 from . import stats
 from .baseline import tfidf_baseline
 from .display import fmt, fmt_p, md, show, table
@@ -24,17 +25,20 @@ def method_label(name: str) -> str:
 
 
 class Report:
-    def __init__(self, runs: pd.DataFrame, history: pd.DataFrame, records: dict[str, dict]) -> None:
+    def __init__(self, runs: pd.DataFrame, history: pd.DataFrame, records: dict[str, dict],
+                 problems: list[Problem] | None = None) -> None:
         self.all_runs = runs
         self.runs = runs[runs["status"] == "success"].reset_index(drop=True)
         self.history = history
         self.records = records
+        self.problems = problems or []  # folders whose record or history could not be used
 
     @classmethod
     def load(cls, runs_dir: str | Path) -> "Report":
-        runs = read_runs(runs_dir)
+        problems: list[Problem] = []
+        runs = read_runs(runs_dir, problems=problems)
         records = {Path(d).name: rec for d in runs["run_dir"] if (rec := load_record(Path(d))) is not None}
-        return cls(runs, read_history(runs_dir), records)
+        return cls(runs, read_history(runs_dir, problems=problems), records, problems)
 
     # ------------------------------------------------------------ header and rules
 
@@ -72,9 +76,13 @@ class Report:
         if len(failed):
             lines.append(f"- **失败或未完成的运行 Failed or unfinished runs** ({len(failed)}), 不计入统计 "
                          "(excluded from statistics):")
-            lines += [f"    - `{r.run_id}` [{r.status}]: {r.error or '—'}" for r in failed.itertuples()]
-        else:
-            lines.append("- 没有失败的运行。No run failed.")
+            lines += [f"    - `{r.run_id}` [{r.status}]: {'—' if pd.isna(r.error) else r.error}"
+                      for r in failed.itertuples()]
+        if self.problems:
+            lines.append(f"- **无法读取的记录 Unreadable records** ({len(self.problems)}), 不计入统计 (not counted):")
+            lines += [f"    - `{p.file}`: {p.reason}" for p in self.problems]
+        if not len(failed) and not self.problems:
+            lines.append("- 没有失败、未完成或无法读取的运行。No run failed, is unfinished or unreadable.")
         md("\n".join(lines))
 
     # ------------------------------------------------------------ environment

@@ -1,0 +1,139 @@
+"""Reading a folder of run records into typed DataFrames — any folder: a record that cannot be used
+(torn, foreign, of another schema version, missing a section) is reported with its file and reason,
+never counted and never fatal."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .results import check_record
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    reason: str
+
+
+def scan_records(root: str | Path) -> tuple[list[tuple[Path, dict]], list[Problem]]:
+    """(run folder, record) for every usable record under root, and a Problem for every other folder."""
+    records, problems = [], []
+    for run_dir in sorted(p for p in Path(root).glob("*/") if not p.name.startswith(".")):
+        path = run_dir / "metrics.json"
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            problems.append(Problem(str(path), "no metrics.json (the run never started its record)"))
+            continue
+        except (OSError, UnicodeDecodeError) as err:
+            problems.append(Problem(str(path), f"unreadable ({err.__class__.__name__})"))
+            continue
+        except ValueError as err:
+            problems.append(Problem(str(path), f"torn or not JSON ({str(err).splitlines()[0]})"))
+            continue
+        reason = check_record(record)
+        if reason:
+            problems.append(Problem(str(path), reason))
+        else:
+            records.append((run_dir, record))
+    return records, problems
+
+
+RUN_COLUMNS: dict[str, str] = {
+    "run_id": "string", "status": "string", "model": "string", "dataset": "string", "method": "string",
+    "seed": "Int64", "epochs": "Int64", "learning_rate": "Float64", "selection": "string",
+    "chosen_epoch": "Int64", "loss": "Float64", "accuracy": "Float64", "micro_f1": "Float64",
+    "macro_f1": "Float64", "majority_accuracy": "Float64", "majority_macro_f1": "Float64",
+    "collapsed": "boolean", "params_total": "Int64", "params_trainable": "Int64",
+    "params_trainable_no_head": "Int64", "wall_time_s": "Float64", "train_time_s": "Float64",
+    "train_samples_per_s": "Float64", "train_tokens_per_s": "Float64", "peak_rss_mb": "Float64",
+    "peak_cuda_allocated_mb": "Float64", "train_size": "Int64", "test_size": "Int64",
+    "max_train_samples": "Int64", "data_seed": "Int64", "device": "string", "torch_threads": "Int64",
+    "error": "string", "run_dir": "string",
+}
+
+
+def _row(run_dir: Path, rec: dict[str, Any]) -> dict[str, Any]:
+    cfg, metrics = rec["config"], rec.get("metrics") or {}
+    floor = (rec.get("data") or {}).get("majority_floor") or {}
+    params, timing, memory = rec.get("params") or {}, rec["timing"], rec["memory"]
+    dataset = cfg["dataset"] if isinstance(cfg["dataset"], str) else "+".join(cfg["dataset"])
+    macro, floor_macro = metrics.get("macro_f1"), floor.get("macro_f1")
+    return {
+        "run_id": rec["run_id"], "status": rec["status"], "model": cfg["model"], "dataset": dataset,
+        "method": cfg["method"], "seed": cfg["seed"], "epochs": cfg["epochs"],
+        "learning_rate": cfg["learning_rate"], "selection": rec["selection"]["rule"],
+        "chosen_epoch": rec["selection"]["chosen_epoch"], "loss": metrics.get("loss"),
+        "accuracy": metrics.get("accuracy"), "micro_f1": metrics.get("micro_f1"), "macro_f1": macro,
+        "majority_accuracy": floor.get("accuracy"), "majority_macro_f1": floor_macro,
+        "collapsed": None if macro is None or floor_macro is None else bool(macro <= floor_macro + 1e-9),
+        "params_total": params.get("total"), "params_trainable": params.get("trainable"),
+        "params_trainable_no_head": params.get("trainable_no_head"), **timing, **memory,
+        "train_size": rec["data"]["train_size"], "test_size": rec["data"]["test_size"],
+        "max_train_samples": cfg.get("max_train_samples"), "data_seed": cfg.get("data_seed"),
+        "device": rec["environment"].get("device"), "torch_threads": rec["environment"].get("torch_threads"),
+        "error": (rec.get("error") or {}).get("message"), "run_dir": str(run_dir),
+    }
+
+
+def read_runs(root: str | Path = "outputs/runs", *, problems: list[Problem] | None = None) -> pd.DataFrame:
+    """One row per run folder with a valid record (any status); columns and dtypes as RUN_COLUMNS.
+    Folders whose record cannot be used are appended to `problems`, each with its file and reason."""
+    records, found = scan_records(root)
+    if problems is not None:
+        problems.extend(found)
+    frame = pd.DataFrame([_row(run_dir, rec) for run_dir, rec in records], columns=list(RUN_COLUMNS))
+    return frame.astype(RUN_COLUMNS)
+
+
+HISTORY_COLUMNS: dict[str, str] = {
+    "run_id": "string", "model": "string", "dataset": "string", "method": "string", "seed": "Int64",
+    "epoch": "Int64", "split": "string", "train_loss": "Float64", "loss": "Float64",
+    "accuracy": "Float64", "micro_f1": "Float64", "macro_f1": "Float64",
+}
+
+
+def _history_lines(path: Path) -> list[dict]:
+    out = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+        try:
+            epoch = json.loads(line)
+        except ValueError:
+            raise ValueError(f"line {lineno}: not JSON") from None
+        if not isinstance(epoch, dict) or not isinstance(epoch.get("epoch"), int):
+            raise ValueError(f"line {lineno}: expected an object with an integer 'epoch'")
+        out.append(epoch)
+    return out
+
+
+def read_history(root: str | Path = "outputs/runs", *, status: str | None = "success",
+                 problems: list[Problem] | None = None) -> pd.DataFrame:
+    """Per-epoch evaluations of the runs (long format: one row per run, epoch and split). A history
+    file that cannot be read is left out and appended to `problems` with its line."""
+    rows = []
+    records, _ = scan_records(root)
+    for run_dir, rec in records:
+        path = run_dir / "history.jsonl"
+        if (status and rec["status"] != status) or not path.is_file():
+            continue
+        cfg = rec["config"]
+        dataset = cfg["dataset"] if isinstance(cfg["dataset"], str) else "+".join(cfg["dataset"])
+        try:
+            epochs = _history_lines(path)
+        except ValueError as err:
+            if problems is not None:
+                problems.append(Problem(str(path), f"history left out: {err}"))
+            continue
+        for epoch in epochs:
+            for split in ("dev", "test"):
+                scores = epoch.get(split)
+                if scores:
+                    rows.append({"run_id": rec["run_id"], "model": cfg["model"], "dataset": dataset,
+                                 "method": cfg["method"], "seed": cfg["seed"], "epoch": epoch["epoch"],
+                                 "split": split, "train_loss": epoch.get("train_loss"),
+                                 **{k: scores.get(k) for k in ("loss", "accuracy", "micro_f1", "macro_f1")}})
+    return pd.DataFrame(rows, columns=list(HISTORY_COLUMNS)).astype(HISTORY_COLUMNS)

@@ -1,0 +1,301 @@
+"""Reliability: strict params, data and train CLI errors, a report that reads any folder, and grids
+that survive kills, Ctrl-C and a second driver — with real processes, counting notebook executions."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from tc_lib import errors
+from tc_lib.config import RunConfig
+from tc_lib.grid import execute, lease
+from tc_lib.results import finish_run, new_record, write_history
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli(*args, timeout=120, env=None):
+    return subprocess.run([sys.executable, "-m", "tc_lib", *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def one_line_error(out, pattern: str) -> None:
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2, out.stderr
+    assert len(lines) == 1 and pattern in lines[0] and "Traceback" not in out.stderr, out.stderr
+
+
+# ---------------------------------------------------------------- params
+
+
+@pytest.mark.parametrize("text,pattern", [
+    ("", "the params file is empty"),
+    ("axes:\n  seed: [1]\n  seed: [2]\n", "line 3: invalid YAML (duplicate key 'seed' (first on line 2))"),
+    ("axes:\n  seed: [1]\naxes:\n  seed: [2]\n", "duplicate key 'axes'"),
+    ("axes:\n  method: [full]\noverrides:\n  method: {lora: {learning_rate: 1.0e-3}}\n",
+     "overrides.method.lora: method never takes the value 'lora' in this grid (it takes: full)"),
+    ("axes:\n  seed: [1]\noverrides:\n  colour: {red: {seed: 2}}\n", "overrides.colour: unknown field"),
+    ("defaults:\n  output_dir: ''\naxes:\n  seed: [1]\n", "field 'output_dir': expected a non-empty path, got ''"),
+    ("axes:\n  seed: " + str(list(range(1000))) + "\n  lora_r: " + str(list(range(1, 1001))) + "\n",
+     "the grid has more than 100,000 runs"),
+])
+def test_params_are_strict(tmp_path, text, pattern):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(text)
+    started = time.monotonic()
+    one_line_error(cli("run", str(grid), "--dry-run"), pattern)
+    assert time.monotonic() - started < 60  # a 10^6-run grid is refused before it is expanded
+
+
+def test_params_path_that_is_a_folder_or_not_utf8(tmp_path):
+    one_line_error(cli("run", str(tmp_path), "--dry-run"), "is a folder, not a params file")
+    bad = tmp_path / "latin1.yaml"
+    bad.write_bytes("axes:\n  model: [caf\xe9]\n".encode("latin-1"))
+    one_line_error(cli("run", str(bad), "--dry-run"), "latin1.yaml line 2: not UTF-8 text")
+
+
+def test_dry_run_streams(tmp_path):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(f"defaults: {{output_dir: {tmp_path / 'runs'}}}\naxes:\n  seed: {list(range(30000))}\n")
+    proc = subprocess.Popen([sys.executable, "-m", "tc_lib", "run", str(grid), "--dry-run"], stdout=subprocess.PIPE,
+                            text=True)
+    first = proc.stdout.readline()
+    first_at = time.monotonic()
+    rest = proc.stdout.read()
+    proc.wait(timeout=300)
+    done_at = time.monotonic()
+    assert first.startswith("todo ") and rest.strip().endswith(f"30000 runs (0 done) -> {tmp_path / 'runs'}")
+    assert done_at - first_at > 0.5  # the first run printed well before the last was expanded
+
+
+# ---------------------------------------------------------------- data and train CLI
+
+
+def test_data_verify_exits_2_when_a_file_is_missing_or_a_folder_stands_in(tmp_path, real_data):
+    root = tmp_path / "data"
+    (root / "acl_arc" / "train.jsonl").mkdir(parents=True)  # a folder where a file belongs
+    out = cli("data", "verify", "acl_sup", "--root", str(root))
+    assert out.returncode == 2 and "missing or wrong" in out.stderr and "not a regular file" in out.stderr
+    assert "wrong  acl_arc/train.jsonl" in out.stdout and "missing  acl_arc/test.jsonl" in out.stdout
+    assert cli("data", "verify", "acl_sup", "--root", str(real_data)).returncode == 0
+
+
+def test_data_info_names_file_and_line_on_bad_encoding(tmp_path, real_data):
+    root = tmp_path / "data"
+    (root / "acl_arc").mkdir(parents=True)
+    (root / "acl_arc" / "train.jsonl").write_text('{"text": "x", "label": "Uses"}\n', encoding="utf-16")
+    (root / "acl_arc" / "test.jsonl").write_bytes((real_data / "acl_arc" / "test.jsonl").read_bytes())
+    one_line_error(cli("data", "info", "acl_sup", "--no-verify", "--root", str(root)),
+                   "train.jsonl line 1: not UTF-8 text")
+
+
+def test_train_into_an_unwritable_folder_names_it(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    out = cli("train", "--output-dir", str(blocker), "--epochs", "1")
+    one_line_error(out, f"{blocker}/")
+    assert "cannot write the run folder" in out.stderr and "record:" not in out.stderr
+
+
+def test_first_line_skips_blank_lines_and_papermill_headers():
+    assert errors.first_line(ImportError("\nNo module named 'x'")) == "No module named 'x'"
+    from papermill.exceptions import PapermillExecutionError
+
+    err = PapermillExecutionError(3, 3, "train_and_evaluate(cfg)", "ConfigError", "model 'x': cannot load it\nmore",
+                                  ["tb"])
+    assert execute.cause(err) == "ConfigError: model 'x': cannot load it"
+
+
+# ---------------------------------------------------------------- the report reads any folder
+
+
+def test_report_lists_every_unusable_record_and_never_counts_it(tmp_path, monkeypatch):
+    from tc_lib.report import display
+    from tc_lib.report.sections import Report
+
+    runs = tmp_path / "runs"
+    folders = {}
+    for seed, status in enumerate(("success", "running", "interrupted", "failed", "success"), start=1):
+        cfg = RunConfig(model="minilm", dataset="acl_sup", seed=seed, output_dir=str(runs))
+        record = new_record(cfg, status=status)
+        if status == "success":
+            record["metrics"] = {"loss": 1.0, "accuracy": 0.6, "micro_f1": 0.6, "macro_f1": 0.3}
+            record["data"]["majority_floor"] = {"majority_class": 0, "accuracy": 0.5, "macro_f1": 0.1}
+        cfg.run_dir.mkdir(parents=True)
+        finish_run(cfg.run_dir, record)
+        folders[seed] = cfg.run_dir
+    write_history(folders[1], [{"epoch": 1, "test": {"macro_f1": 0.3}}])
+    (folders[5] / "history.jsonl").write_text('{"epoch": 1, "test": {"macro_f1": 0.3}}\ngarbage\n')
+    for name, text in {"torn": '{"status": "succ', "foreign": '{"hello": 1}', "old": '{"schema_version": 1}'}.items():
+        (runs / name).mkdir()
+        (runs / name / "metrics.json").write_text(text)
+    no_timing = new_record(RunConfig(seed=9, output_dir=str(runs)), status="success")
+    del no_timing["timing"]
+    (runs / "no-timing").mkdir()
+    (runs / "no-timing" / "metrics.json").write_text(json.dumps(no_timing))
+    (runs / "empty").mkdir()
+
+    shown = []
+    monkeypatch.setattr(display, "show", shown.append)
+    report = Report.load(runs)
+    report.header()
+    report.rules()
+    text = "\n".join(getattr(obj, "data", "") for obj in shown)
+    assert "成功 2 条" in text and len(report.runs) == 2  # successes only; nothing else counted
+    for status in ("running", "interrupted", "failed"):
+        assert f"[{status}]" in text
+    for name, reason in {"torn": "torn or not JSON", "foreign": "not a tc_lib run record",
+                         "old": "schema version 1", "no-timing": "field 'timing' missing",
+                         "empty": "no metrics.json"}.items():
+        assert f"{runs / name / 'metrics.json'}`: {reason}" in text
+    assert f"{folders[5] / 'history.jsonl'}`: history left out: line 2: not JSON" in text
+    assert "No run failed" not in text
+
+
+# ---------------------------------------------------------------- fault tests with real processes
+
+FAST_NOTEBOOK = """
+import os, time
+from tc_lib.config import RunConfig
+from tc_lib.results import finish_run, start_run
+
+cfg = RunConfig.from_namespace(globals())
+log = os.environ["TC_TEST_LOG"]
+with open(log, "a") as fh:
+    fh.write(f"start {cfg.run_id} {os.getpid()}\\n")
+run_dir, record = start_run(cfg)
+time.sleep(float(os.environ.get("TC_TEST_SLEEP", "2")))
+record["status"] = "success"
+finish_run(run_dir, record)
+with open(log, "a") as fh:
+    fh.write(f"end {cfg.run_id} {os.getpid()}\\n")
+"""
+
+
+@pytest.fixture
+def fast_grid(tmp_path, monkeypatch):
+    """A grid of 4 runs of a notebook that logs its executions and sleeps instead of training."""
+    import dataclasses
+
+    params = "\n".join(f"{f.name} = {f.default!r}" for f in dataclasses.fields(RunConfig))
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(params, metadata={"tags": ["parameters"]}),
+                                         nbformat.v4.new_code_cell(FAST_NOTEBOOK)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    notebook = tmp_path / "fast.ipynb"
+    nbformat.write(nb, notebook)
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(f"defaults: {{output_dir: {tmp_path / 'runs'}}}\naxes:\n  seed: [1, 2, 3, 4]\n")
+    log = tmp_path / "executions.log"
+    log.touch()
+    monkeypatch.setenv("TC_TEST_LOG", str(log))
+    monkeypatch.setenv("TC_TEST_NOTEBOOK", str(notebook))
+    return grid, log, tmp_path / "runs"
+
+
+def start_driver(grid: Path, *args: str) -> subprocess.Popen:
+    """The `run` command on the fast notebook, in its own process group (so the test can clean up)."""
+    # SIGINT as in a terminal, even where the test runner was started with it ignored (a background job)
+    return subprocess.Popen([sys.executable, "-m", "tc_lib", "run", str(grid), "--notebook",
+                             os.environ["TC_TEST_NOTEBOOK"], *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def lines(log: Path, kind: str) -> list[str]:
+    return [line.split()[1] for line in log.read_text().splitlines() if line.startswith(kind + " ")]
+
+
+def wait_for(predicate, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def alive(pid: int) -> bool:
+    return lease._pid_alive(pid)
+
+
+def kernel_pids(log: Path) -> list[int]:
+    return [int(line.split()[2]) for line in log.read_text().splitlines() if line.startswith("start ")]
+
+
+@pytest.mark.parametrize("after_starts", [1, 3])
+def test_sigkill_of_the_driver_leaves_no_process_and_a_rerun_finishes_each_run_once(fast_grid, after_starts):
+    grid, log, runs = fast_grid
+    driver = start_driver(grid, "--jobs", "2")
+    try:
+        wait_for(lambda: len(lines(log, "start")) >= after_starts)
+        os.kill(driver.pid, signal.SIGKILL)  # the driver alone: its workers and kernels must follow it
+        driver.wait(timeout=30)
+        holders = [info["pid"] for d in runs.iterdir() if (info := lease.read_lease(d))]
+        wait_for(lambda: not any(alive(p) for p in kernel_pids(log) + holders), timeout=10)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    rerun = start_driver(grid, "--jobs", "2")
+    out, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err
+    ends = lines(log, "end")
+    assert sorted(ends) == sorted(set(ends)) and len(ends) == 4  # every run succeeded exactly once
+    assert all(json.loads((d / "metrics.json").read_text())["status"] == "success" for d in runs.iterdir())
+
+
+def test_two_drivers_on_one_grid_never_run_a_run_twice(fast_grid):
+    grid, log, runs = fast_grid
+    drivers = [start_driver(grid, "--jobs", "2") for _ in range(2)]
+    results = [d.communicate(timeout=300) for d in drivers]
+    assert [d.returncode for d in drivers] == [0, 0], results
+    starts = lines(log, "start")
+    assert len(starts) == 4 and len(set(starts)) == 4  # each run executed once, by one of them
+    assert sorted(lines(log, "end")) == sorted(starts)
+
+
+def test_sigint_stops_the_grid_within_seconds_and_the_rerun_completes(fast_grid, monkeypatch):
+    grid, log, runs = fast_grid
+    monkeypatch.setenv("TC_TEST_SLEEP", "6")
+    driver = start_driver(grid, "--jobs", "1")
+    wait_for(lambda: len(lines(log, "start")) == 1)
+    record_path = runs / lines(log, "start")[0] / "metrics.json"
+    wait_for(lambda: record_path.is_file())  # the run has started its record
+    sent = time.monotonic()
+    os.kill(driver.pid, signal.SIGINT)
+    out, err = driver.communicate(timeout=60)
+    took = time.monotonic() - sent
+    assert driver.returncode == 130 and took < 10, (took, err)
+    assert "interrupted: nothing new was started, 1 run(s) in flight left 'interrupted'" in err
+    assert "Traceback" not in err and len(lines(log, "start")) == 1 and not lines(log, "end")
+    record = json.loads(record_path.read_text())
+    assert record["status"] == "interrupted" and not alive(kernel_pids(log)[0])
+    monkeypatch.setenv("TC_TEST_SLEEP", "0.2")
+    rerun = start_driver(grid, "--jobs", "2")
+    _, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err
+    assert sorted(lines(log, "end")) == sorted({f"{r}" for r in lines(log, "start")})
+    assert json.loads(record_path.read_text())["execution"]["attempt"] == 2
+
+
+def test_a_full_disk_gives_clear_failures_and_no_torn_record(fast_grid, tmp_path):
+    grid, log, runs = fast_grid
+    runs.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(runs)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        (runs / "filler").write_bytes(b"\0" * (256 * 1024 - 8 * 1024))  # leave ~8 KiB: not enough for a run
+        driver = start_driver(grid, "--jobs", "2")
+        _, err = driver.communicate(timeout=300)
+        assert driver.returncode == 1, err
+        assert "No space left on device" in err and "Exception encountered" not in err
+        for record in runs.glob("*/metrics.json"):
+            assert json.loads(record.read_text())["status"] != "success"  # parses: never torn
+    finally:
+        subprocess.run(["umount", str(runs)], capture_output=True)
