@@ -1,4 +1,4 @@
-"""`python -m tc_lib {data,train,run,report,memory} ...` — the one place that parses arguments and prints.
+"""`python -m tc_lib {data,train,run,status,report,memory} ...` — the one place that parses arguments and prints.
 
 Each command lives beside what it drives and registers itself with `register(subparsers)`."""
 
@@ -112,14 +112,15 @@ def _register_train(sub) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from .grid import command as grid_command
+    from .grid import status as grid_status
     from .memory import command as memory_command
     from .report import command as report_command
 
     parser = _Parser(prog="python -m tc_lib", description="Fine-tuning study kit: data, training, grids, "
                      "report and memory estimates.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for register in (_register_data, _register_train, grid_command.register, report_command.register,
-                     memory_command.register):
+    for register in (_register_data, _register_train, grid_command.register, grid_status.register,
+                     report_command.register, memory_command.register):
         register(sub)
     return parser
 

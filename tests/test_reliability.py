@@ -16,7 +16,7 @@ import pytest
 
 from tc_lib import errors
 from tc_lib.config import RunConfig
-from tc_lib.grid import execute, lease
+from tc_lib.grid import execute, lease, load_grid
 from tc_lib.results import finish_run, new_record, write_history
 
 REPO = Path(__file__).resolve().parents[1]
@@ -299,3 +299,33 @@ def test_a_full_disk_gives_clear_failures_and_no_torn_record(fast_grid, tmp_path
             assert json.loads(record.read_text())["status"] != "success"  # parses: never torn
     finally:
         subprocess.run(["umount", str(runs)], capture_output=True)
+
+
+def test_status_shows_every_state_from_records_and_leases(fast_grid, monkeypatch):
+    grid, log, runs = fast_grid
+    out = cli("status", str(grid))
+    assert out.returncode == 0 and "4 runs: 4 pending" in out.stdout
+    assert sum(line.startswith("pending ") for line in out.stdout.splitlines()) == 4
+    done, failed, running, stale = load_grid(grid)
+    for cfg, status in ((done, "success"), (failed, "failed"), (running, "running"), (stale, "running")):
+        record = new_record(cfg, status=status)
+        record["timing"]["wall_time_s"] = 1800.0
+        if status == "failed":
+            record["error"] = {"type": "RuntimeError", "message": "planted failure\nsecond line", "traceback": None}
+        cfg.run_dir.mkdir(parents=True)
+        finish_run(cfg.run_dir, record)
+    held = lease.acquire(running.run_dir, executor="local", attempt=2)  # this process: alive
+    (stale.run_dir / lease.LEASE_FILE).write_text(json.dumps({"owner": "x", "host": "elsewhere", "pid": 1,
+                                                              "since": 0, "executor": "ray", "attempt": 1}))
+    os.utime(stale.run_dir / lease.LEASE_FILE, (0, 0))  # its heartbeat stopped long ago
+    try:
+        out = cli("status", str(grid))
+    finally:
+        held.release()
+    assert out.returncode == 0, out.stderr
+    rows = {line.split()[1]: line for line in out.stdout.splitlines()[:-1]}
+    assert rows[done.run_id].startswith("done") and rows[failed.run_id].startswith("failed")
+    assert "planted failure)" in rows[failed.run_id] and "second line" not in out.stdout
+    assert rows[running.run_id].startswith("running") and "local attempt 2" in rows[running.run_id]
+    assert rows[stale.run_id].startswith("stale") and "elsewhere pid 1, ray attempt 1" in rows[stale.run_id]
+    assert "4 runs: 1 done, 1 running, 1 stale, 1 failed; compute spent 2.00 h" in out.stdout
