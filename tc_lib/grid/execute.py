@@ -52,6 +52,16 @@ def guarded_kernel_manager():
     return GuardedKernelManager
 
 
+def die_with_parent(parent: int) -> None:
+    """Linux: have this process sent SIGKILL when its parent dies; exit now if it already has."""
+    if sys.platform == "linux":
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        os._exit(1)
+
+
 def kill_kernels() -> None:
     """SIGKILL the kernels (and their process groups) this process started."""
     for pid in list(KERNEL_PIDS):

@@ -9,13 +9,12 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 from ..config import RunConfig
-from .execute import TRAIN_NOTEBOOK, Interrupted, RunOutcome, is_done, kill_kernels, run_one
+from .execute import TRAIN_NOTEBOOK, Interrupted, RunOutcome, die_with_parent, is_done, kill_kernels, run_one
 
 logger = logging.getLogger(__name__)
 # on_event(kind, info): "plan" {total, skipped, todo, jobs}, then "done" {run_id, status, error} per run
@@ -46,12 +45,7 @@ def _on_sigterm(signum, frame) -> None:
 
 def _worker_init(parent: int) -> None:
     """In each worker: die with the driver, leave Ctrl-C to it, turn SIGTERM into Interrupted."""
-    if sys.platform == "linux":
-        import ctypes
-
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # the driver died before we got here
-        os._exit(1)
+    die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_sigterm)
 
