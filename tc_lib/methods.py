@@ -33,12 +33,13 @@ ADAPTER_CONFIGS = ("seq_bn", "double_seq_bn")
 # Modules that make up the classification head (BERT's pooler feeds only the classifier).
 HEAD_MODULES = ("classifier", "score", "pooler")
 ADAPTER_NAME = "task"
-# Defaults for architectures peft has no mapping for; MPNet's attention projections are q, k, v, o.
+# Defaults for architectures peft has no mapping for; MPNet's attention projections are q, k, v, o;
+# Phi-3 fuses q, k and v into qkv_proj.
 PEFT_DEFAULT_TARGETS = {
-    "lora": {"mpnet": ("q", "v")},
-    "ia3": {"mpnet": ("k", "v", "output.dense")},
+    "lora": {"mpnet": ("q", "v"), "phi3": ("qkv_proj",)},
+    "ia3": {"mpnet": ("k", "v", "output.dense"), "phi3": ("qkv_proj", "down_proj")},
 }
-IA3_DEFAULT_FEEDFORWARD = {"mpnet": ("output.dense",)}
+IA3_DEFAULT_FEEDFORWARD = {"mpnet": ("output.dense",), "phi3": ("down_proj",)}
 
 
 @dataclass(frozen=True)

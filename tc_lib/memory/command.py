@@ -68,7 +68,7 @@ def _cmd_memory(args) -> int:
     setting = dict(batch_size=args.batch_size, seq_len=args.seq_len, torch_dtype=args.torch_dtype,
                    mixed_precision=args.mixed_precision, optimizer=args.optimizer, attention=args.attention,
                    gradient_checkpointing=args.gradient_checkpointing)
-    config = load_config(args.model)
+    config = load_config(args.model, online=args.online)
     if args.compare:  # each method gets the options that apply to it
         rows = [estimate(config, method=m, **setting, **{k: v for k, v in options.items() if k in METHODS[m].options})
                 for m in METHODS]
@@ -76,6 +76,15 @@ def _cmd_memory(args) -> int:
         rows = [estimate(config, method=args.method, **setting, **options)]
     for row in rows:
         object.__setattr__(row, "model", args.model)
+    if args.plot:
+        from .answer import stacked_bars
+
+        fig = stacked_bars([(f"{r.setup.method}", r) for r in rows], title=f"{args.model}: batch {args.batch_size} × "
+                           f"seq {args.seq_len}, weights {args.torch_dtype}, autocast {args.mixed_precision}")
+        try:
+            fig.savefig(args.plot)
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"--plot {args.plot}: cannot write it ({str(err).splitlines()[0]})") from None
     if args.json:
         print(json.dumps([r.to_dict() for r in rows] if args.compare else rows[0].to_dict(), indent=2))
     else:
@@ -97,7 +106,8 @@ def register(sub) -> None:
                    help="dtype the weights are loaded in (trainable PEFT weights stay float32)")
     p.add_argument("--mixed-precision", choices=MIXED_PRECISIONS, default="bf16", help="autocast over the weights")
     p.add_argument("--precision", help=argparse.SUPPRESS)  # the old flag: answered with what replaced it
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw_fused",
+                   help="adamw_fused is the HF Trainer's default (adamw_torch_fused); adamw is foreach")
     p.add_argument("--attention", choices=ATTENTIONS, default="sdpa")
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--lora-r", type=int)
@@ -108,6 +118,8 @@ def register(sub) -> None:
     p.add_argument("--ia3-feedforward", nargs="+", dest="ia3_feedforward_modules")
     p.add_argument("--adapter-config", choices=ADAPTER_CONFIGS)
     p.add_argument("--adapter-reduction-factor", type=int)
+    p.add_argument("--online", action="store_true", help="look a hub id up on the Hugging Face hub")
+    p.add_argument("--plot", metavar="FILE", help="also draw the breakdown as stacked bars (.png, .svg or .pdf)")
     p.add_argument("--compare", action="store_true", help="every method side by side")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_memory)

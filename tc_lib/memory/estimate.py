@@ -222,7 +222,7 @@ def _simulate(model: Any, config: Any, setup: Setup) -> dict[str, Any]:
 
 
 def estimate(config: Any | str, *, method: str = "full", batch_size: int = 1, seq_len: int = 512,
-             torch_dtype: str = "float32", mixed_precision: str = "bf16", optimizer: str = "adamw",
+             torch_dtype: str = "float32", mixed_precision: str = "bf16", optimizer: str = "adamw_fused",
              attention: str = "sdpa", gradient_checkpointing: bool = False, num_labels: int = 3,
              **method_options: Any) -> Breakdown:
     """Bytes of one steady-state training step; see the module docstring for the terms.

@@ -27,7 +27,7 @@ class Setup:
     seq_len: int = 512
     torch_dtype: str = "float32"  # the dtype the weights are loaded in; trainable PEFT weights stay fp32
     mixed_precision: str = "bf16"  # autocast over the weights: no | bf16 | fp16
-    optimizer: str = "adamw"
+    optimizer: str = "adamw_fused"
     attention: str = "sdpa"
     gradient_checkpointing: bool = False
     num_labels: int = 3  # encoders only

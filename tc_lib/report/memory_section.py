@@ -4,47 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..methods import METHODS
-from .display import md, table
-
-GPU_SIZES_GB = (16, 24, 32, 40, 48, 80, 94, 141, 192)  # common accelerator memory sizes (decimal GB)
-MEMORY_MODELS = ("open_llama_3b", "llama-3.2-3b")
-MEMORY_SHAPES = ((1, 2048), (64, 128))
-
-
-def plan_gpu_bytes(peak: int) -> int:
-    """What to plan for: +10 % allocator slack and 2 GiB for the CUDA context and kernels."""
-    from ..memory import GIB
-
-    return int(peak * 1.10 + 2 * GIB)
-
-
-def smallest_gpu(nbytes: int) -> str:
-    fits = [g for g in GPU_SIZES_GB if g * 1e9 >= nbytes]
-    return f"{fits[0]} GB" if fits else f"> {GPU_SIZES_GB[-1]} GB (shard: ZeRO / FSDP)"
-
-
-def memory_table(*, torch_dtype: str = "float32", mixed_precision: str = "bf16",
-                 optimizer: str = "adamw_fused") -> pd.DataFrame:
-    from .. import memory as mem
-
-    rows = []
-    for model in MEMORY_MODELS:
-        config = mem.load_config(model)
-        for batch, seq in MEMORY_SHAPES:
-            for ckpt in (False, True):
-                for method in METHODS:
-                    b = mem.estimate(config, method=method, batch_size=batch, seq_len=seq, torch_dtype=torch_dtype,
-                                     mixed_precision=mixed_precision,
-                                     optimizer=optimizer, gradient_checkpointing=ckpt)
-                    rows.append({"model": model, "batch×seq": f"{batch}×{seq}", "checkpointing": ckpt,
-                                 "method": method, "trainable": b.params_trainable, "W": b.weights,
-                                 "G+O+T": b.gradients + b.optimizer_states + b.optimizer_temporaries,
-                                 "C": b.autocast_copies, "A+Λ+X": b.activations + b.logits_loss + b.transients,
-                                 "peak": b.peak, "phase": b.peak_phase, "plan": plan_gpu_bytes(b.peak),
-                                 "total": b.params_total})
-    return pd.DataFrame(rows)
-
+from .display import md, show, table
 
 def memory_validation() -> pd.DataFrame:
     """Estimate vs measured peak (CPU, live storages) on small LLaMA- and BERT-shaped models."""
@@ -76,8 +36,22 @@ def memory_validation() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+SEGMENT_LABELS = {"weights": "权重 weights", "optimizer (+ gradients)": "优化器(+梯度) optimizer (+ grads)",
+                  "autocast copies": "autocast 副本 copies", "activations": "激活 activations",
+                  "logits + transients": "logits+临时量(含已产生的梯度) transients (incl. grads so far)"}
+
+
+def _pick(rows, *, model="open_llama_3b", shape="1×2048", checkpointing=False, method: str, dtype: str) -> dict:
+    return next(r for r in rows if r["model"] == model and r["shape"] == shape and r["checkpointing"] == checkpointing
+                and r["method"] == method and r["breakdown"].setup.torch_dtype == dtype
+                and r["breakdown"].setup.optimizer == "adamw_fused")
+
+
 def memory_section() -> None:
+    import matplotlib.pyplot as plt
+
     from .. import memory as mem
+    from ..memory.answer import SEGMENTS, figure_for, practice
 
     gib = lambda x: f"{x / mem.GIB:.1f}"  # noqa: E731
     md("## GPU 显存估计 · GPU memory estimate\n\n"
@@ -86,39 +60,43 @@ def memory_section() -> None:
        "The question: how much GPU memory does fine-tuning a 3B LLaMA take without PEFT, and what does PEFT save? "
        "Computed by `tc_lib.memory`: exact parameter counts on the meta device, activations and transients "
        "from a forward/backward replay on fake tensors (no weights, no compute).\n\n"
-       "设置 Setting: fp32 主权重 + bf16 autocast (torch_dtype float32, mixed_precision bf16 = HF Trainer "
-       "`--bf16`), fused AdamW (HF Trainer 默认 "
-       "default), LoRA r=8 α=16 dropout 0.1 on q_proj/v_proj, seq_bn 适配器 adapter (reduction 16), "
-       "IA³ on k_proj/v_proj/down_proj (peft 默认 default)。")
-    table_ = memory_table()
-    shown = table_.copy()
-    for col in ("W", "G+O+T", "C", "A+Λ+X", "peak", "plan"):
-        shown[col] = shown[col].map(gib)
-    shown["GPU"] = table_["plan"].map(smallest_gpu)
-    shown["trainable"] = table_["trainable"].map(lambda x: f"{x:,}")
-    shown["checkpointing"] = shown["checkpointing"].map({True: "开 on", False: "关 off"})
-    table(shown.drop(columns=["total"]).rename(columns={
-        "model": "模型 Model", "batch×seq": "批×长 Batch×seq", "checkpointing": "重计算 Checkpointing",
-        "method": "方法 Method", "trainable": "可训练参数 Trainable", "W": "权重 W (GiB)",
-        "G+O+T": "梯度+优化器 G+O+T (GiB)", "C": "autocast 副本 C (GiB)", "A+Λ+X": "激活 A+Λ+X (GiB)",
-        "peak": "峰值 Peak (GiB)", "phase": "峰值阶段 Phase", "plan": "规划 Plan (GiB)", "GPU": "显卡 GPU"}),
-        caption="估计峰值（不含 CUDA 上下文）；规划 = 峰值 × 1.10 + 2 GiB · Estimated peak (CUDA context "
-                "excluded); plan = peak × 1.10 + 2 GiB")
+       "设置为实践中的训练方式 Settings as practitioners train: 全量微调 full = fp32 主权重 + bf16 autocast (HF "
+       "Trainer `--bf16`)、纯 bf16 (权重与 Adam 状态均为 bf16)、8-bit AdamW；LoRA 与适配器 = bf16 加载的基座 + fp32 "
+       "可训练参数 + bf16 autocast (peft 文档的做法)，或 fp32 基座 + autocast。fused AdamW (HF Trainer 默认 default) "
+       "unless stated; LoRA r=8 α=16 dropout 0.1 on q_proj/v_proj; seq_bn 适配器 adapters (reduction 16).")
+    rows = practice()
+    shown = pd.DataFrame([{
+        "模型 Model": r["model"], "批×长 Batch×seq": r["shape"], "重计算 Ckpt": "on" if r["checkpointing"] else "off",
+        "方法 Method": r["method"], "设置 Setting": r["setting"], "可训练 Trainable": f"{r['breakdown'].params_trainable:,}",
+        **{f"{SEGMENT_LABELS[name]} (GiB)": gib(r[name]) for name in SEGMENTS},
+        "峰值 Peak (GiB)": gib(r["peak"]), "阶段 Phase": r["breakdown"].peak_phase, "规划 Plan (GiB)": gib(r["plan"]),
+        "最小显卡 Smallest GPU": r["gpu"]} for r in rows])
+    table(shown, caption="估计峰值，按峰值时刻的组成拆分（不含 CUDA 上下文）；规划 = 峰值 × 1.10 + 2 GiB · Estimated "
+                         "peak split into what holds it at that moment (CUDA context excluded); plan = peak × 1.10 + 2 GiB")
+    for ckpt in (False, True):
+        fig = figure_for(rows, model="open_llama_3b", shape="1×2048", checkpointing=ckpt)
+        show(fig)
+        plt.close(fig)
 
-    full = table_[(table_["model"] == "open_llama_3b") & (table_["method"] == "full") & (table_["batch×seq"] == "1×2048")
-                  & (~table_["checkpointing"])].iloc[0]
-    lora = table_[(table_["model"] == "open_llama_3b") & (table_["method"] == "lora") & (table_["batch×seq"] == "1×2048")
-                  & (~table_["checkpointing"])].iloc[0]
+    full = _pick(rows, method="full", dtype="float32")
+    lora = _pick(rows, method="lora", dtype="bfloat16")
+    lora32 = _pick(rows, method="lora", dtype="float32")
+    b16, b32 = lora["breakdown"], lora32["breakdown"]
     foreach = mem.estimate("open_llama_3b", method="full", batch_size=1, seq_len=2048, optimizer="adamw")
     accel = mem.accelerate_estimate("open_llama_3b", half_precision=True)
-    n = int(full["total"])
-    md(f"**回答 Answer (open_llama_3b, 1×2048):** 全量微调峰值 {gib(full['peak'])} GiB（{full['phase']}），"
-       f"规划 {gib(full['plan'])} GiB → {smallest_gpu(int(full['plan']))} 显卡；LoRA 峰值 {gib(lora['peak'])} GiB，"
-       f"节省 {gib(full['peak'] - lora['peak'])} GiB ({100 * (1 - lora['peak'] / full['peak']):.0f}%)。 "
-       f"Full fine-tuning peaks at {gib(full['peak'])} GiB ({full['phase']}); plan {gib(full['plan'])} GiB, i.e. a "
-       f"{smallest_gpu(int(full['plan']))} GPU. LoRA peaks at {gib(lora['peak'])} GiB, saving "
-       f"{gib(full['peak'] - lora['peak'])} GiB ({100 * (1 - lora['peak'] / full['peak']):.0f} %). With the foreach "
-       f"AdamW (PyTorch's default on CUDA) the step adds a √v temporary: {gib(foreach.peak)} GiB.\n\n"
+    n = full["breakdown"].params_total
+    md(f"**回答 Answer (open_llama_3b, 1×2048):** 全量微调 (fp32 + bf16 autocast) 峰值 {gib(full['peak'])} GiB"
+       f"（{full['breakdown'].peak_phase}），规划 {gib(full['plan'])} GiB → {full['gpu']} 显卡。按 peft 文档的做法"
+       f"（bf16 基座 + fp32 LoRA + autocast），LoRA 峰值 **{gib(lora['peak'])} GiB** → {lora['gpu']}；fp32 基座的 LoRA "
+       f"需要 {gib(lora32['peak'])} GiB，多出的部分来自 fp32 的冻结权重 (+{gib(b32.weights - b16.weights)} GiB) 与 "
+       f"autocast 为反向保存的 bf16 权重副本 (+{gib(b32.autocast_copies - b16.autocast_copies)} GiB)。  \n"
+       f"Full fine-tuning (fp32 weights + bf16 autocast) peaks at {gib(full['peak'])} GiB "
+       f"({full['breakdown'].peak_phase}); plan {gib(full['plan'])} GiB, a {full['gpu']} GPU. LoRA as the peft "
+       f"documentation trains it (bf16 base, fp32 LoRA, autocast) peaks at **{gib(lora['peak'])} GiB** "
+       f"({lora['gpu']}); on an fp32 base it needs {gib(lora32['peak'])} GiB — the frozen weights in fp32 "
+       f"(+{gib(b32.weights - b16.weights)} GiB) and the bf16 casts of them that autocast saves for backward "
+       f"(+{gib(b32.autocast_copies - b16.autocast_copies)} GiB). With the foreach AdamW instead of the fused one, "
+       f"full fine-tuning adds a √v temporary: {gib(foreach.peak)} GiB.\n\n"
        f"- 参数 Parameters: n = {n:,}（open_llama_3b，meta 设备精确计数 exact meta-device count）。\n"
        f"- `accelerate estimate-memory` 的方法给出 would give **{gib(accel)} GiB**：它只按参数量算权重、梯度与 Adam "
        f"状态（bf16 时 8 字节/参数），不含激活、autocast 副本与优化器临时量，且 LoRA 与全量相同。 It counts "
