@@ -82,31 +82,44 @@ def synthetic_data(synthetic_root, monkeypatch) -> Path:
     return synthetic_root
 
 
-@pytest.fixture(scope="session")
-def tiny_bert(tmp_path_factory) -> str:
-    """A random 2-layer, hidden-64 BERT with a WordPiece tokenizer trained here (no download)."""
+def make_tiny_encoder(path: Path, family: str = "bert") -> str:
+    """A random 2-layer, hidden-64 encoder of a paper model's family, with a tokenizer saved beside it:
+    bert (BERT's [CLS]/[SEP], token type ids, a pooler), scibert (the same with a larger, "scientific"
+    vocabulary) or roberta (<s>/</s>, no token type ids, no pooler, positions offset by the padding id)."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-    from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
+    from transformers import (BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast, RobertaConfig,
+                              RobertaForSequenceClassification)
 
+    roberta = family == "roberta"
     # A fixed word-level vocabulary (sorted), not a trained one: tokenizer training breaks ties in a
     # process-dependent order, which would make the tiny model differ from one test session to the next.
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"] if roberta else ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    cls, pad, sep, unk, mask = [specials[i] for i in ((0, 1, 2, 3, 4) if roberta else (2, 0, 3, 1, 4))]
     words = sorted({w for r in synthetic_semeval(800, 7).values() for w in f"{r['term']} {r['sentence']}".split()}
                    | {w for ws in WORDS.values() for w in ws} | set(TERMS))
-    tok = Tokenizer(models.WordPiece(vocab={t: i for i, t in enumerate(specials + words)}, unk_token="[UNK]"))
+    if family == "scibert":
+        words += [f"sci{i:03d}" for i in range(40)]  # scivocab: another vocabulary size, same architecture
+    tok = Tokenizer(models.WordPiece(vocab={t: i for i, t in enumerate(specials + words)}, unk_token=unk))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
-        special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
-                                   cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
-    path = tmp_path_factory.mktemp("tiny_bert")
+    if roberta:
+        tok.post_processor = processors.RobertaProcessing(sep=(sep, tok.token_to_id(sep)), cls=(cls, tok.token_to_id(cls)))
+    else:
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{cls} $A {sep}", pair=f"{cls} $A {sep} $B {sep}",
+            special_tokens=[(cls, tok.token_to_id(cls)), (sep, tok.token_to_id(sep))])
+    extra = dict(bos_token=cls, eos_token=sep, model_input_names=["input_ids", "attention_mask"]) if roberta else {}
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token=unk, pad_token=pad, cls_token=cls, sep_token=sep,
+                                   mask_token=mask, **extra)
     fast.save_pretrained(path)
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=fast.vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=128, max_position_embeddings=130, num_labels=3)
-    model = BertForSequenceClassification(config)
+    shape = dict(vocab_size=fast.vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                 intermediate_size=128, num_labels=3)
+    if roberta:
+        model = RobertaForSequenceClassification(RobertaConfig(**shape, max_position_embeddings=132, pad_token_id=1,
+                                                               bos_token_id=0, eos_token_id=2, type_vocab_size=1))
+    else:
+        model = BertForSequenceClassification(BertConfig(**shape, max_position_embeddings=130))
     # "Pretrain" two epochs on the synthetic task so that frozen-base methods (LoRA, adapters) start,
     # as with a real encoder, from features that carry the words; only the encoder is saved, so every
     # run gets a fresh classification head.
@@ -119,5 +132,19 @@ def tiny_bert(tmp_path_factory) -> str:
         model(**batch, labels=torch.tensor([label_of[r["polarity"]] for r in chunk])).loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-    model.bert.save_pretrained(path)
+    model.base_model.save_pretrained(path)
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> str:
+    """A random 2-layer, hidden-64 BERT with a fixed-vocabulary tokenizer (no download)."""
+    return make_tiny_encoder(tmp_path_factory.mktemp("tiny_bert"), "bert")
+
+
+@pytest.fixture(scope="session")
+def tiny_family(tmp_path_factory, tiny_bert) -> dict[str, str]:
+    """Tiny local stand-ins for the paper's models: roberta-base, bert-base-uncased, SciBERT."""
+    return {"roberta-base": make_tiny_encoder(tmp_path_factory.mktemp("tiny_roberta"), "roberta"),
+            "bert-base-uncased": tiny_bert,
+            "allenai/scibert_scivocab_uncased": make_tiny_encoder(tmp_path_factory.mktemp("tiny_scibert"), "scibert")}
