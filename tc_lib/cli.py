@@ -1,4 +1,4 @@
-"""`python -m tc_lib {data,train,run,status,report,memory} ...` — the one place that parses arguments and prints.
+"""`python -m tc_lib {data,train,models,run,status,report,memory} ...` — the one place that parses arguments and prints.
 
 Each command lives beside what it drives and registers itself with `register(subparsers)`."""
 
@@ -58,6 +58,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from .config import RunConfig
     from .grid.params import parse_assignments
+    from .model_cache import check_available
     from .train import train_and_evaluate
 
     values: dict[str, Any] = {"model": args.model, "dataset": args.dataset[0] if len(args.dataset) == 1
@@ -67,6 +68,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             values[key] = getattr(args, key)
     values.update(parse_assignments(args.set))
     cfg = RunConfig.from_dict(values, source="--set")
+    check_available([cfg.model])  # a hub id neither cached nor reachable: one line now, not after retries
     try:
         result = train_and_evaluate(cfg)
     except TcError:
@@ -110,6 +112,41 @@ def _register_train(sub) -> None:
     p.set_defaults(func=_cmd_train)
 
 
+def _cmd_models(args: argparse.Namespace) -> int:
+    from . import model_cache
+    from .grid.params import iter_grid
+
+    if args.action == "list":
+        rows = model_cache.list_cached()
+        for row in rows:
+            print(f"{row['model']:<48}{row['size_mb']:>10.1f} MB  {', '.join(row['revisions'])}")
+        print(f"{len(rows)} models in {model_cache.model_dir()}")
+        return 0
+    names = list(args.names)
+    for params in args.params:
+        names += [cfg.model for cfg in iter_grid(params)]
+    if not names:
+        print("error: models fetch: name hub ids or give --params FILE", file=sys.stderr)
+        return 2
+    from huggingface_hub.utils import disable_progress_bars
+
+    disable_progress_bars()  # one line per model below, and errors stay one line
+    fetched = model_cache.fetch(names)
+    for name, path in fetched:
+        print(f"ok  {name}  ->  {path}")
+    print(f"{len(fetched)} models verified in {model_cache.model_dir()}. On the compute nodes set:\n"
+          f"  export TC_MODEL_DIR={model_cache.model_dir()} HF_HUB_OFFLINE=1")
+    return 0
+
+
+def _register_models(sub) -> None:
+    p = sub.add_parser("models", help="fetch hub models into a shared cache (for nodes without internet), list it")
+    p.add_argument("action", choices=["fetch", "list"])
+    p.add_argument("names", nargs="*", metavar="HUB_ID", help="hub ids to fetch")
+    p.add_argument("--params", action="append", default=[], metavar="FILE", help="fetch every model a grid needs")
+    p.set_defaults(func=_cmd_models)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .grid import command as grid_command
     from .grid import status as grid_status
@@ -119,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m tc_lib", description="Fine-tuning study kit: data, training, grids, "
                      "report and memory estimates.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for register in (_register_data, _register_train, grid_command.register, grid_status.register,
+    for register in (_register_data, _register_train, _register_models, grid_command.register, grid_status.register,
                      report_command.register, memory_command.register):
         register(sub)
     return parser

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import model_cache
 from .config import RunConfig
 from .errors import ConfigError
 from .methods import apply_method, get_method, is_head, load_trained_into, save_trained
@@ -85,11 +86,14 @@ def mpnet_dir() -> Path:
 
 
 def resolve_model(name: str) -> str:
-    """Registry name -> local directory; an existing path stays a path; anything else is a hub id."""
+    """Registry name -> local directory; a path stays a path; a hub id comes from the model cache
+    (downloaded into it first when the hub can be reached — tc_lib.model_cache)."""
     if name == "minilm":
         return str(minilm_dir())
     if name == "mpnet":
         return str(mpnet_dir())
+    if model_cache.is_hub_id(name):
+        return str(model_cache.local_path(name))
     return name
 
 

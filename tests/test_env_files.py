@@ -31,7 +31,7 @@ def test_every_imported_package_is_pinned():
                     "nbformat": "nbformat", "yaml": "pyyaml", "pooch": "pooch", "tqdm": "tqdm",
                     "accelerate": "accelerate", "safetensors": "safetensors", "tokenizers": "tokenizers",
                     "IPython": "ipykernel", "requests": "pooch", "traitlets": "nbconvert",
-                    "jupyter_client": "nbclient"}
+                    "jupyter_client": "nbclient", "huggingface_hub": "huggingface-hub"}
     stdlib_or_own = {"tc_lib", "__future__"}
     used = set()
     for path in list((REPO / "tc_lib").rglob("*.py")) + list((REPO / "bench").glob("*.py")):

@@ -78,3 +78,114 @@ def test_a_grid_mirroring_paper_yaml(tiny_family, real_data, tmp_path):
     assert {c.mixed_precision for c in configs} == {"bf16"}
     outcome = run_grid(configs, jobs=2)
     assert sorted(outcome.succeeded) == sorted(c.run_id for c in configs), outcome.failed
+
+
+# ---------------------------------------------------------------- a model cache for nodes without internet
+
+SHA = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture
+def hub(tiny_family, tmp_path):
+    """A stand-in for the Hugging Face hub on 127.0.0.1 (the client honours HF_ENDPOINT), serving the tiny
+    RoBERTa as tiny-org/roberta; `files` can be edited to corrupt or remove one."""
+    import functools
+    import hashlib
+    import http.server
+    import threading
+
+    files = {p.name: p.read_bytes() for p in Path(tiny_family["roberta-base"]).iterdir() if p.is_file()}
+    listed = set(files)
+
+    class Hub(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def _send(self, body: bytes, status: int = 200, headers: dict | None = None, head: bool = False):
+            self.send_response(status)
+            for key, value in {"Content-Length": str(len(body)), **(headers or {})}.items():
+                self.send_header(key, value)
+            self.end_headers()
+            if not head:
+                self.wfile.write(body)
+
+        def _route(self, head: bool):
+            parts = self.path.split("?")[0].strip("/").split("/")
+            if parts[:3] == ["api", "models", "tiny-org"] and parts[3:4] == ["roberta"]:
+                info = {"id": "tiny-org/roberta", "sha": SHA, "siblings": [{"rfilename": f} for f in sorted(listed)]}
+                return self._send(json.dumps(info).encode(), headers={"Content-Type": "application/json"}, head=head)
+            if parts[:3] == ["tiny-org", "roberta", "resolve"] and len(parts) == 5 and parts[4] in files:
+                body = files[parts[4]]
+                return self._send(body, head=head, headers={"X-Repo-Commit": SHA,
+                                                            "ETag": f'"{hashlib.sha256(body).hexdigest()}"'})
+            return self._send(b'{"error": "not found"}', status=404, head=head)
+
+        def do_GET(self):
+            self._route(head=False)
+
+        def do_HEAD(self):
+            self._route(head=True)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = {"HF_ENDPOINT": f"http://127.0.0.1:{server.server_address[1]}", "HF_HUB_OFFLINE": "0",
+           "TC_MODEL_DIR": str(tmp_path / "models"), "HF_HUB_DISABLE_TELEMETRY": "1"}
+    yield env, files
+    server.shutdown()
+    server.server_close()
+
+
+def _tc(*args, env, timeout=300):
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "tc_lib", *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **env})
+
+
+def test_models_fetch_verifies_and_the_nodes_then_run_offline(hub, tmp_path):
+    env, _ = hub
+    out = _tc("models", "fetch", "tiny-org/roberta", env=env)
+    assert out.returncode == 0, out.stderr
+    assert "ok  tiny-org/roberta" in out.stdout and f"export TC_MODEL_DIR={tmp_path / 'models'} HF_HUB_OFFLINE=1" \
+        in out.stdout
+    listed = _tc("models", "list", env=env)
+    assert listed.returncode == 0 and "tiny-org/roberta" in listed.stdout and "1 models in" in listed.stdout
+    offline = {**env, "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_OFFLINE": "1"}  # a compute node
+    run = _tc("train", "--model", "tiny-org/roberta", "--method", "lora", "--epochs", "1", "--max-train-samples",
+              "16", "--dataset", "acl_sup", "--output-dir", str(tmp_path / "runs"), "--set", "max_seq_length=32",
+              env={**offline, "TC_DATA_DIR": str(Path(__import__("os").environ["TC_DATA_DIR"]))})
+    assert run.returncode == 0, run.stderr
+    record = json.loads((Path(run.stdout.strip().splitlines()[-1]) / "metrics.json").read_text())
+    assert record["status"] == "success" and record["config"]["model"] == "tiny-org/roberta"
+
+
+def test_models_fetch_refuses_a_corrupt_or_missing_file(hub, tmp_path):
+    env, files = hub
+    files["model.safetensors"] = b"\0" * len(files["model.safetensors"])  # same size, not a safetensors file
+    out = _tc("models", "fetch", "tiny-org/roberta", env=env)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1 and "its weights cannot be loaded" in lines[0], out.stderr
+    del files["tokenizer.json"]  # listed by the hub, but 404 when downloaded
+    out = _tc("models", "fetch", "tiny-org/roberta", env={**env, "TC_MODEL_DIR": str(tmp_path / "other")})
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1 and "download into" in lines[0] and "failed" in lines[0], out.stderr
+
+
+def test_offline_fails_fast_and_names_the_id(tmp_path, real_data):
+    import time
+
+    env = {"HF_HUB_OFFLINE": "1", "TC_MODEL_DIR": str(tmp_path / "empty")}
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(f"defaults: {{output_dir: {tmp_path / 'runs'}, epochs: 1}}\n"
+                    "axes:\n  model: [minilm, roberta-base]\n  seed: [1, 2]\n")
+    for args in (("train", "--model", "roberta-base"), ("run", str(grid)), ("run", str(grid), "--dry-run")):
+        started = time.monotonic()
+        out = _tc(*args, env=env)
+        took = time.monotonic() - started
+        lines = out.stderr.strip().splitlines()
+        assert out.returncode == 2 and took < 5, (args, took, out.stderr)
+        assert len(lines) == 1 and "model 'roberta-base': not in the model cache" in lines[0]
+        assert "models fetch roberta-base" in lines[0]
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # nothing started

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..model_cache import check_available
 from .execute import TRAIN_NOTEBOOK, is_done
 from .local import GridInterrupted, run_grid
 from .params import iter_grid, parse_assignments, select
@@ -39,7 +40,11 @@ def _cmd_run(args) -> int:
     configs = select(iter_grid(args.params, output_dir=args.output_dir), only)
     if args.dry_run:  # streams: the first runs print before a large grid is expanded
         count = done = 0
+        seen: set[str] = set()
         for cfg in configs:
+            if cfg.model not in seen:  # a hub id that is neither cached nor reachable fails here, at once
+                seen.add(cfg.model)
+                check_available([cfg.model])
             finished = is_done(cfg)
             count, done = count + 1, done + finished
             print(f"{'done' if finished else 'todo':<5} {cfg.run_id}", flush=True)
@@ -51,6 +56,7 @@ def _cmd_run(args) -> int:
     configs = list(configs)
     if not configs:
         raise ConfigError(f"{args.params}: no runs left after --only")
+    check_available(cfg.model for cfg in configs)  # before any run starts
     if args.jobs < 1:
         raise ConfigError(f"--jobs must be a positive integer, got {args.jobs}")
     notebook = Path(args.notebook).resolve()
