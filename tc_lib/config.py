@@ -106,10 +106,10 @@ class RunConfig:
         """
         candidates = {k: v for k, v in namespace.items()
                       if not k.startswith("_") and k not in _IPYTHON_NAMES and isinstance(v, _LITERALS)}
-        values = cls.from_dict(candidates, source="notebook parameters").to_dict()
-        if base_dir is not None and not Path(values["output_dir"]).is_absolute():
-            values["output_dir"] = str((Path(base_dir) / values["output_dir"]).resolve())
-        return cls.from_dict(values, source="notebook parameters")
+        cfg = cls.from_dict(candidates, source="notebook parameters")
+        if base_dir is not None and not Path(cfg.output_dir).is_absolute():
+            cfg = dataclasses.replace(cfg, output_dir=str((Path(base_dir) / cfg.output_dir).resolve()))
+        return cfg
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)

@@ -16,6 +16,7 @@ logger = logging.getLogger(__name__)
 # what a text encoder needs; optimizer states, other frameworks' weights and ONNX exports are skipped
 ALLOW = ["*.json", "*.txt", "*.model", "*.safetensors", "*.bin"]
 REACH_TIMEOUT_S = 3
+REGISTRY_NAMES = ("minilm", "mpnet")  # tc_lib.models' offline models: never looked up on the hub
 
 
 def model_dir() -> Path:
@@ -25,8 +26,10 @@ def model_dir() -> Path:
 
 
 def is_hub_id(name: str) -> bool:
-    """org/name or name — not a path (absolute, relative with ./ or ~, or deeper than org/name)."""
-    return not name.startswith((".", "/", "~")) and name.count("/") <= 1 and not Path(name).exists()
+    """org/name or name — not a registry name, not a path (absolute, relative with ./ or ~, existing, or
+    deeper than org/name)."""
+    return (name not in REGISTRY_NAMES and not name.startswith((".", "/", "~")) and name.count("/") <= 1
+            and not Path(name).exists())
 
 
 def _offline() -> bool:
@@ -72,7 +75,7 @@ def check_reachable(name: str) -> None:
 def check_available(names: Iterable[str]) -> None:
     """Before a grid starts: every hub id among `names` is cached or reachable."""
     for name in dict.fromkeys(names):
-        if is_hub_id(name) and name not in ("minilm", "mpnet") and cached(name) is None:
+        if is_hub_id(name) and cached(name) is None:
             check_reachable(name)
 
 
@@ -111,7 +114,7 @@ def verify(name: str, path: Path) -> None:
 def fetch(names: Iterable[str]) -> list[tuple[str, Path]]:
     """Download (or find) and verify each hub id; returns (name, folder)."""
     out = []
-    for name in dict.fromkeys(n for n in names if is_hub_id(n) and n not in ("minilm", "mpnet")):
+    for name in dict.fromkeys(n for n in names if is_hub_id(n)):
         path = local_path(name)
         verify(name, path)
         out.append((name, path))

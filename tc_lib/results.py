@@ -102,6 +102,11 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def unwritable(run_dir: Path, err: OSError) -> str:
+    """The one-line message for a run folder that cannot be written (nothing was recorded)."""
+    return f"{run_dir}: cannot write the run folder ({err.strerror or err.__class__.__name__})"
+
+
 def start_run(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
     """Create the run folder with config.json and a `running` metrics.json; clear old history."""
     run_dir = cfg.run_dir
@@ -167,10 +172,20 @@ def check_record(record: Any) -> str | None:
     return None
 
 
-def load_record(run_dir: Path) -> dict[str, Any] | None:
-    """metrics.json of a run folder, or None when absent or unusable (torn, foreign, another schema)."""
+def read_record(run_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(record, None) for a usable metrics.json, else (None, why it cannot be used)."""
     try:
         record = json.loads((Path(run_dir) / "metrics.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return record if check_record(record) is None else None
+    except FileNotFoundError:
+        return None, "no metrics.json (the run never started its record)"
+    except (OSError, UnicodeDecodeError) as err:
+        return None, f"unreadable ({err.__class__.__name__})"
+    except ValueError as err:
+        return None, f"torn or not JSON ({str(err).splitlines()[0]})"
+    reason = check_record(record)
+    return (None, reason) if reason else (record, None)
+
+
+def load_record(run_dir: Path) -> dict[str, Any] | None:
+    """metrics.json of a run folder, or None when absent or unusable (torn, foreign, another schema)."""
+    return read_record(run_dir)[0]

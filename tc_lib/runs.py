@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from .results import check_record
+from .results import read_record
 
 @dataclass(frozen=True)
 class Problem:
@@ -23,21 +23,9 @@ def scan_records(root: str | Path) -> tuple[list[tuple[Path, dict]], list[Proble
     """(run folder, record) for every usable record under root, and a Problem for every other folder."""
     records, problems = [], []
     for run_dir in sorted(p for p in Path(root).glob("*/") if not p.name.startswith(".")):
-        path = run_dir / "metrics.json"
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            problems.append(Problem(str(path), "no metrics.json (the run never started its record)"))
-            continue
-        except (OSError, UnicodeDecodeError) as err:
-            problems.append(Problem(str(path), f"unreadable ({err.__class__.__name__})"))
-            continue
-        except ValueError as err:
-            problems.append(Problem(str(path), f"torn or not JSON ({str(err).splitlines()[0]})"))
-            continue
-        reason = check_record(record)
+        record, reason = read_record(run_dir)
         if reason:
-            problems.append(Problem(str(path), reason))
+            problems.append(Problem(str(run_dir / "metrics.json"), reason))
         else:
             records.append((run_dir, record))
     return records, problems

@@ -19,7 +19,7 @@ from .data import data_root, files_for, get_dataset, label_names
 from .errors import ConfigError, TcError
 from .metrics import classification_metrics, majority_floor
 from .models import build_model, load_tokenizer, save_weights
-from .results import RunResult, finish_run, start_run, write_history
+from .results import RunResult, finish_run, start_run, unwritable, write_history
 
 logger = logging.getLogger(__name__)
 
@@ -206,8 +206,7 @@ def train_and_evaluate(cfg: RunConfig) -> RunResult:
     try:
         run_dir, record = start_run(cfg)
     except OSError as err:  # nothing was written: say where, and do not point at a record
-        reason = err.strerror or err.__class__.__name__
-        raise TcError(f"{cfg.run_dir}: cannot write the run folder ({reason})") from None
+        raise TcError(unwritable(cfg.run_dir, err)) from None
     started = time.perf_counter()
     try:
         _run(cfg, run_dir, record)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..config import RunConfig
 from ..errors import first_line
-from ..results import finish_run, load_record, new_record
+from ..results import finish_run, load_record, new_record, unwritable
 from .lease import acquire, read_lease
 
 REPO = Path(__file__).resolve().parents[2]
@@ -142,8 +142,7 @@ def run_one(cfg: RunConfig, *, notebook: Path = TRAIN_NOTEBOOK, executor: str = 
     try:
         lease = acquire(cfg.run_dir, executor=executor, attempt=attempt)
     except OSError as err:
-        return RunOutcome(cfg.run_id, "failed", f"{cfg.run_dir}: cannot write the run folder "
-                                                f"({err.strerror or err.__class__.__name__})")
+        return RunOutcome(cfg.run_id, "failed", unwritable(cfg.run_dir, err))
     if lease is None:
         holder = read_lease(cfg.run_dir) or {}
         return RunOutcome(cfg.run_id, "busy", f"held by {holder.get('host')} pid {holder.get('pid')}")
