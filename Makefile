@@ -40,7 +40,12 @@ test: venv sysdeps
 
 report: venv sysdeps
 	$(PY) -m tc_lib run $(PARAMS) --jobs $(JOBS) || echo "note: some runs failed; the report lists them"
-	$(PY) -m tc_lib report --pdf
+	$(MAKE) --no-print-directory outputs/memory/memory.json
+	$(PY) -m tc_lib report --pdf --params $(PARAMS)
+
+# The report's memory records: estimates and a measured validation (~2 min), redone when the estimator changes.
+outputs/memory/memory.json: $(wildcard tc_lib/memory/*.py) $(wildcard tc_lib/memory/model_configs/*.json) | venv
+	$(PY) -m tc_lib memory validate --out outputs/memory
 
 bench: venv
 	$(PY) bench/throughput.py

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 from .data import DATASET_NAMES, DEFAULT_DATA_SEED
 from .errors import ConfigError
-from .methods import ADAPTER_CONFIGS, METHODS, OPTION_DEFAULTS
+from .methods import ADAPTER_CONFIGS, METHODS, OPTION_DEFAULTS, REFERENCE_MODEL, REFERENCES
 
 SELECTIONS = ("last", "dev")
 TORCH_DTYPES = ("float32", "bfloat16")  # the dtype the model is loaded in (transformers' torch_dtype)
@@ -21,7 +21,11 @@ MIXED_PRECISIONS = ("no", "bf16", "fp16")  # autocast over whatever the weights 
 SAVE_WEIGHTS = ("peft", "all", "none")
 DEFAULT_LEARNING_RATE = {name: method.learning_rate for name, method in METHODS.items()}
 # Fields that say where and how fast a run executes, not what it computes: left out of run_id.
-EXECUTION_FIELDS = ("output_dir", "num_threads")
+EXECUTION_FIELDS = ("output_dir", "num_threads", "report_to")
+REPORT_TO = ("none", "tensorboard", "mlflow")  # the HF Trainer's loggers; their packages are optional
+# An arm is a configuration minus its seed: the runs whose scores are averaged and compared.
+ARM_EXCLUDED = ("seed", *EXECUTION_FIELDS)
+DATA_SEED_FOLLOWS = "seed"  # data_seed: seed -> the subsample / few-shot draw / dev carve vary with seed
 # Fields of earlier versions: a config that still uses one gets an error naming what replaced it.
 RENAMED = {
     "precision": "'precision' was split into torch_dtype (float32 | bfloat16: the dtype the weights are "
@@ -37,7 +41,7 @@ _IPYTHON_NAMES = {"In", "Out", "exit", "quit", "get_ipython"}
 class RunConfig:
     model: str = "minilm"  # registry name (minilm, mpnet), hub id or local path
     dataset: str | tuple[str, ...] = "restaurant_sup"  # a dataset name or a tuple of names
-    method: str = "full"  # full | lora | adapter | ia3 (tc_lib.methods.METHODS)
+    method: str = "full"  # full | lora | adapter | ia3 (tc_lib.methods.METHODS) | tfidf_lr (model: tfidf)
     seed: int = 1  # training seed: init of new weights, data order, dropout
     epochs: int = 3
     learning_rate: float | None = None  # None -> the method's default (5e-5 full, 1e-3 LoRA/adapter, 1e-2 IA3)
@@ -57,12 +61,13 @@ class RunConfig:
     selection: str = "last"  # last epoch, or the epoch with the best dev macro-F1 (never test)
     dev_fraction: float = 0.1  # share of train carved out as dev when selection == "dev"
     max_train_samples: int | None = None  # seeded subsample of train, for quick profiles
-    data_seed: int = DEFAULT_DATA_SEED  # AG News split, few-shot draw, dev carve and subsample
+    data_seed: int | str = DEFAULT_DATA_SEED  # AG News split, few-shot draw, dev carve, subsample; "seed": = seed
     torch_dtype: str = "float32"  # float32 | bfloat16: the dtype the model's weights are loaded in
     mixed_precision: str = "no"  # no | bf16 | fp16 (fp16 needs CUDA): autocast over the weights
     save_weights: str = "peft"  # peft: PEFT weights + head; all: also full models; none
     output_dir: str = "outputs/runs"
     num_threads: int | None = None  # torch CPU threads; None leaves torch's default
+    report_to: str = "none"  # none | tensorboard (<run>/tensorboard) | mlflow (MLFLOW_TRACKING_URI)
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -71,9 +76,10 @@ class RunConfig:
         for name in ("peft_target_modules", "ia3_feedforward_modules"):
             if isinstance(getattr(self, name), list):
                 object.__setattr__(self, name, tuple(getattr(self, name)))
-        if self.learning_rate is None:
+        if self.learning_rate is None and self.method in METHODS:
             object.__setattr__(self, "learning_rate", DEFAULT_LEARNING_RATE[self.method])
-        object.__setattr__(self, "learning_rate", float(self.learning_rate))
+        if self.learning_rate is not None:
+            object.__setattr__(self, "learning_rate", float(self.learning_rate))
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -127,6 +133,15 @@ class RunConfig:
         return {key: getattr(self, key) for key in OPTION_DEFAULTS}
 
     @property
+    def effective_data_seed(self) -> int:
+        """The data seed in force: data_seed, or the training seed when data_seed is "seed"."""
+        return self.seed if self.data_seed == DATA_SEED_FOLLOWS else self.data_seed
+
+    @property
+    def arm_id(self) -> str:
+        return arm_id_of(self.to_dict())
+
+    @property
     def datasets(self) -> tuple[str, ...]:
         return (self.dataset,) if isinstance(self.dataset, str) else tuple(self.dataset)
 
@@ -149,6 +164,17 @@ class RunConfig:
         return f"{model}_{data}_{self.method}_s{self.seed}_{self.config_hash}"
 
 
+def arm_fields(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of a config (RunConfig.to_dict(), or a record's "config") that define its arm."""
+    return {key: value for key, value in config.items() if key not in ARM_EXCLUDED}
+
+
+def arm_id_of(config: Mapping[str, Any]) -> str:
+    """Stable id of the arm a config belongs to (the same for a RunConfig and its stored record)."""
+    blob = json.dumps(arm_fields(config), sort_keys=True, separators=(",", ":"))
+    return "arm-" + hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -168,17 +194,23 @@ def _validate(cfg: RunConfig) -> None:
     _check(isinstance(datasets, (list, tuple)) and len(datasets) > 0
            and all(d in DATASET_NAMES for d in datasets) and len(set(datasets)) == len(datasets),
            "dataset", f"a name or a list of distinct names from {', '.join(DATASET_NAMES)}", cfg.dataset)
-    _check(cfg.method in METHODS, "method", " | ".join(METHODS), cfg.method)
+    _check(cfg.method in METHODS or cfg.method in REFERENCES, "method", " | ".join([*METHODS, *REFERENCES]),
+           cfg.method)
+    reference = cfg.method in REFERENCES
+    _check(reference == (cfg.model == REFERENCE_MODEL), "model" if reference else "method",
+           f"model {REFERENCE_MODEL!r} with method {' | '.join(REFERENCES)} (a classical reference) and only then",
+           cfg.model if reference else cfg.method)
     _check(cfg.selection in SELECTIONS, "selection", " | ".join(SELECTIONS), cfg.selection)
     _check(cfg.adapter_config in ADAPTER_CONFIGS, "adapter_config", " | ".join(ADAPTER_CONFIGS), cfg.adapter_config)
     _check(cfg.torch_dtype in TORCH_DTYPES, "torch_dtype", " | ".join(TORCH_DTYPES), cfg.torch_dtype)
     _check(cfg.mixed_precision in MIXED_PRECISIONS, "mixed_precision", " | ".join(MIXED_PRECISIONS),
            cfg.mixed_precision)
+    _check(cfg.report_to in REPORT_TO, "report_to", " | ".join(REPORT_TO), cfg.report_to)
     _check(cfg.save_weights in SAVE_WEIGHTS, "save_weights", " | ".join(SAVE_WEIGHTS), cfg.save_weights)
     _check(isinstance(cfg.group_by_length, bool), "group_by_length", "true or false", cfg.group_by_length)
-    for name in ("seed", "data_seed"):
-        value = getattr(cfg, name)
-        _check(_is_int(value) and value >= 0, name, "an integer >= 0", value)
+    _check(_is_int(cfg.seed) and cfg.seed >= 0, "seed", "an integer >= 0", cfg.seed)
+    _check((_is_int(cfg.data_seed) and cfg.data_seed >= 0) or cfg.data_seed == DATA_SEED_FOLLOWS, "data_seed",
+           f"an integer >= 0 or {DATA_SEED_FOLLOWS!r} (the data seed follows the training seed)", cfg.data_seed)
     for name in ("epochs", "train_batch_size", "eval_batch_size", "lora_r", "lora_alpha",
                  "adapter_reduction_factor"):
         value = getattr(cfg, name)

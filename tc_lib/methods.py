@@ -168,6 +168,17 @@ METHODS: dict[str, Method] = {m.name: m for m in (
 )}
 
 
+# Classical references run as runs of their own (tc_lib.reference) with the same record schema; they
+# train no encoder, so the registry above (and the memory estimator) does not know them.
+REFERENCES: dict[str, str] = {"tfidf_lr": "TF-IDF + 逻辑回归 LR"}
+REFERENCE_MODEL = "tfidf"  # the model name of a reference run (no pretrained encoder)
+
+
+def method_label(name: str) -> str:
+    """How the report names a method or reference."""
+    return METHODS[name].label if name in METHODS else REFERENCES.get(name, name)
+
+
 def get_method(name: str) -> Method:
     if name not in METHODS:
         raise ConfigError(f"method {name!r}: expected {' | '.join(METHODS)}")

@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Iterable
 
 from .errors import ConfigError, first_line
+from .methods import REFERENCE_MODEL
 
 logger = logging.getLogger(__name__)
 # what a text encoder needs; optimizer states, other frameworks' weights and ONNX exports are skipped
 ALLOW = ["*.json", "*.txt", "*.model", "*.safetensors", "*.bin"]
 REACH_TIMEOUT_S = 3
-REGISTRY_NAMES = ("minilm", "mpnet")  # tc_lib.models' offline models: never looked up on the hub
+# tc_lib.models' offline models and the references' model name: never looked up on the hub
+REGISTRY_NAMES = ("minilm", "mpnet", REFERENCE_MODEL)
 
 
 def model_dir() -> Path:

@@ -13,6 +13,7 @@ import platform
 import socket
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
@@ -98,6 +99,18 @@ def _cpu_model() -> str | None:
     return platform.processor() or None
 
 
+def process_age_s() -> float | None:
+    """Seconds since this process started (Linux /proc; None elsewhere): for a grid run the kernel's
+    start and imports, which no timer inside the run sees."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime"))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    return max(0.0, time.time() - (boot + ticks / os.sysconf("SC_CLK_TCK")))
+
+
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -123,12 +136,13 @@ def new_record(cfg: RunConfig, *, status: str) -> dict[str, Any]:
     assert status in STATUSES
     return {
         "schema_version": SCHEMA_VERSION, "status": status, "run_id": cfg.run_id,
-        "config_hash": cfg.config_hash, "config": cfg.to_dict(), "started_at": now(), "finished_at": None,
+        "config_hash": cfg.config_hash, "arm_id": cfg.arm_id, "config": cfg.to_dict(), "started_at": now(), "finished_at": None,
         "selection": {"rule": cfg.selection, "chosen_epoch": None, "dev_size": None},
-        "data": {"label_names": None, "train_size": None, "test_size": None, "majority_floor": None,
+        "data": {"label_names": None, "train_size": None, "test_size": None, "train_split_size": None,
+                 "data_seed": cfg.effective_data_seed, "train_label_counts": None, "majority_floor": None,
                  "files": None},
         "metrics": None, "params": None, "peft_target_modules": None,
-        "timing": {"wall_time_s": None, "train_time_s": None, "eval_time_s": None,
+        "timing": {"wall_time_s": None, "startup_s": None, "setup_s": None, "train_time_s": None, "eval_time_s": None,
                    "train_samples_per_s": None, "train_tokens_per_s": None},
         "memory": {"peak_rss_mb": None, "peak_cuda_allocated_mb": None},
         "environment": environment(), "execution": execution(), "weights_dir": None, "error": None,

@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from .config import DATA_SEED_FOLLOWS, arm_id_of
 from .results import read_record
 
 @dataclass(frozen=True)
@@ -32,16 +33,18 @@ def scan_records(root: str | Path) -> tuple[list[tuple[Path, dict]], list[Proble
 
 
 RUN_COLUMNS: dict[str, str] = {
-    "run_id": "string", "status": "string", "model": "string", "dataset": "string", "method": "string",
+    "run_id": "string", "arm_id": "string", "status": "string", "finished_at": "string", "model": "string", "dataset": "string", "method": "string",
     "seed": "Int64", "epochs": "Int64", "learning_rate": "Float64", "selection": "string",
     "chosen_epoch": "Int64", "loss": "Float64", "accuracy": "Float64", "micro_f1": "Float64",
     "macro_f1": "Float64", "majority_accuracy": "Float64", "majority_macro_f1": "Float64",
     "collapsed": "boolean", "params_total": "Int64", "params_trainable": "Int64",
-    "params_trainable_no_head": "Int64", "wall_time_s": "Float64", "train_time_s": "Float64",
+    "params_trainable_no_head": "Int64", "wall_time_s": "Float64", "startup_s": "Float64", "setup_s": "Float64", "train_time_s": "Float64", "eval_time_s": "Float64",
     "train_samples_per_s": "Float64", "train_tokens_per_s": "Float64", "peak_rss_mb": "Float64",
     "peak_cuda_allocated_mb": "Float64", "train_size": "Int64", "test_size": "Int64",
-    "max_train_samples": "Int64", "data_seed": "Int64", "device": "string", "torch_threads": "Int64",
-    "error": "string", "run_dir": "string",
+    "max_train_samples": "Int64", "data_seed": "Int64", "data_seed_follows_seed": "boolean",
+    "train_split_size": "Int64", "device": "string", "torch_threads": "Int64", "error": "string",
+    "run_dir": "string", "config": "object", "peft_target_modules": "object", "label_names": "object",
+    "train_label_counts": "object",
 }
 
 
@@ -51,8 +54,11 @@ def _row(run_dir: Path, rec: dict[str, Any]) -> dict[str, Any]:
     params, timing, memory = rec.get("params") or {}, rec["timing"], rec["memory"]
     dataset = cfg["dataset"] if isinstance(cfg["dataset"], str) else "+".join(cfg["dataset"])
     macro, floor_macro = metrics.get("macro_f1"), floor.get("macro_f1")
+    data = rec["data"]
+    follows = cfg.get("data_seed") == DATA_SEED_FOLLOWS
     return {
-        "run_id": rec["run_id"], "status": rec["status"], "model": cfg["model"], "dataset": dataset,
+        "run_id": rec["run_id"], "arm_id": rec.get("arm_id") or arm_id_of(cfg), "status": rec["status"],
+        "finished_at": rec.get("finished_at"), "model": cfg["model"], "dataset": dataset,
         "method": cfg["method"], "seed": cfg["seed"], "epochs": cfg["epochs"],
         "learning_rate": cfg["learning_rate"], "selection": rec["selection"]["rule"],
         "chosen_epoch": rec["selection"]["chosen_epoch"], "loss": metrics.get("loss"),
@@ -61,10 +67,14 @@ def _row(run_dir: Path, rec: dict[str, Any]) -> dict[str, Any]:
         "collapsed": None if macro is None or floor_macro is None else bool(macro <= floor_macro + 1e-9),
         "params_total": params.get("total"), "params_trainable": params.get("trainable"),
         "params_trainable_no_head": params.get("trainable_no_head"), **timing, **memory,
-        "train_size": rec["data"]["train_size"], "test_size": rec["data"]["test_size"],
-        "max_train_samples": cfg.get("max_train_samples"), "data_seed": cfg.get("data_seed"),
+        "train_size": data["train_size"], "test_size": data["test_size"],
+        "max_train_samples": cfg.get("max_train_samples"),
+        "data_seed": data.get("data_seed", cfg["seed"] if follows else cfg.get("data_seed")),
+        "data_seed_follows_seed": follows, "train_split_size": data.get("train_split_size"),
         "device": rec["environment"].get("device"), "torch_threads": rec["environment"].get("torch_threads"),
-        "error": (rec.get("error") or {}).get("message"), "run_dir": str(run_dir),
+        "error": (rec.get("error") or {}).get("message"), "run_dir": str(run_dir), "config": cfg,
+        "peft_target_modules": rec.get("peft_target_modules"), "label_names": data.get("label_names"),
+        "train_label_counts": data.get("train_label_counts"),
     }
 
 
@@ -78,9 +88,17 @@ def read_runs(root: str | Path = "outputs/runs", *, problems: list[Problem] | No
     return frame.astype(RUN_COLUMNS)
 
 
+def current_runs(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(current, superseded) among the successful runs: per arm and seed the newest record (by
+    finished_at) counts; older successful runs of the same arm and seed are returned, never counted."""
+    ok = runs[runs["status"] == "success"].sort_values(["finished_at", "run_id"], na_position="first")
+    newest = ~ok.duplicated(subset=["arm_id", "seed"], keep="last")
+    return ok[newest].sort_index().reset_index(drop=True), ok[~newest].reset_index(drop=True)
+
+
 HISTORY_COLUMNS: dict[str, str] = {
-    "run_id": "string", "model": "string", "dataset": "string", "method": "string", "seed": "Int64",
-    "epoch": "Int64", "split": "string", "train_loss": "Float64", "loss": "Float64",
+    "run_id": "string", "arm_id": "string", "model": "string", "dataset": "string", "method": "string",
+    "seed": "Int64", "epoch": "Int64", "split": "string", "train_loss": "Float64", "loss": "Float64",
     "accuracy": "Float64", "micro_f1": "Float64", "macro_f1": "Float64",
 }
 
@@ -120,7 +138,8 @@ def read_history(root: str | Path = "outputs/runs", *, status: str | None = "suc
             for split in ("dev", "test"):
                 scores = epoch.get(split)
                 if scores:
-                    rows.append({"run_id": rec["run_id"], "model": cfg["model"], "dataset": dataset,
+                    rows.append({"run_id": rec["run_id"], "arm_id": rec.get("arm_id") or arm_id_of(cfg),
+                                 "model": cfg["model"], "dataset": dataset,
                                  "method": cfg["method"], "seed": cfg["seed"], "epoch": epoch["epoch"],
                                  "split": split, "train_loss": epoch.get("train_loss"),
                                  **{k: scores.get(k) for k in ("loss", "accuracy", "micro_f1", "macro_f1")}})

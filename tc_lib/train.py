@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import logging
 import os
 import resource
+import sys
 import tempfile
 import time
 import traceback
@@ -15,68 +17,72 @@ from typing import Any
 import numpy as np
 
 from .config import RunConfig
-from .data import data_root, files_for, get_dataset, label_names
+from .data import carve_splits, data_root, files_for, get_dataset, label_names
 from .errors import ConfigError, TcError
-from .metrics import classification_metrics, majority_floor
+from .methods import REFERENCES
+from .evaluate import evaluate
+from .metrics import majority_floor
 from .models import build_model, load_tokenizer, save_weights
-from .results import RunResult, finish_run, start_run, unwritable, write_history
+from .results import RunResult, finish_run, process_age_s, start_run, unwritable, write_history
 
 logger = logging.getLogger(__name__)
+REPORTERS = {"tensorboard": "tensorboard", "mlflow": "mlflow"}  # report_to value -> the package it needs
 
 
 @functools.lru_cache(maxsize=8)
-def _tokenized(model: str, datasets: tuple[str, ...], data_seed: int, max_length: int, root: str):
-    """Tokenize once per (tokenizer, dataset, max_length) in this process; no padding here."""
-    import datasets as hf_datasets
-
-    hf_datasets.disable_progress_bars()
+def _raw(model: str, datasets: tuple[str, ...], data_seed: int, root: str):
+    """(tokenizer, raw DatasetDict), once per (model, datasets, data seed) in this process."""
     tokenizer = load_tokenizer(model)
-    raw = get_dataset(list(datasets), tokenizer.sep_token, root=Path(root), data_seed=data_seed)
-    tokenized = raw.map(lambda batch: tokenizer(batch["text"], truncation=True, max_length=max_length),
-                        batched=True, remove_columns=["text"])
-    return tokenizer, tokenized
-
-
-def _by_length(split):
-    """Evaluation order sorted by length so each padded batch wastes little; metrics ignore order."""
-    order = np.argsort([len(ids) for ids in split["input_ids"]], kind="stable")
-    return split.select(order)
+    return tokenizer, get_dataset(list(datasets), tokenizer.sep_token, root=Path(root), data_seed=data_seed)
 
 
 def prepare_splits(cfg: RunConfig):
-    """(tokenizer, {"train", "dev"?, "test"}, label names). Dev is carved from train, never from test."""
-    tokenizer, tokenized = _tokenized(cfg.model, cfg.datasets, cfg.data_seed, cfg.max_seq_length,
-                                      str(data_root()))
-    train, splits = tokenized["train"], {"test": _by_length(tokenized["test"])}
-    if cfg.selection == "dev":
-        try:
-            parts = train.train_test_split(test_size=cfg.dev_fraction, seed=cfg.data_seed,
-                                           stratify_by_column="labels")
-        except ValueError:  # a class too rare to stratify (few-shot): plain seeded split
-            parts = train.train_test_split(test_size=cfg.dev_fraction, seed=cfg.data_seed)
-        train, splits["dev"] = parts["train"], _by_length(parts["test"])
-    if cfg.max_train_samples is not None and cfg.max_train_samples < len(train):
-        train = train.shuffle(seed=cfg.data_seed).select(range(cfg.max_train_samples))
-    splits["train"] = train
-    return tokenizer, splits, label_names(tokenized)
+    """(tokenizer, {"train", "dev"?, "test"}, label names, full train size). Dev is carved from train,
+    never from test; only the examples a run uses are tokenized (no padding here)."""
+    import datasets as hf_datasets
+
+    hf_datasets.disable_progress_bars()
+    tokenizer, raw = _raw(cfg.model, cfg.datasets, cfg.effective_data_seed, str(data_root()))
+    splits = carve_splits(raw, selection=cfg.selection, dev_fraction=cfg.dev_fraction,
+                          max_train_samples=cfg.max_train_samples, data_seed=cfg.effective_data_seed)
+    tokenized = {name: split.map(lambda batch: tokenizer(batch["text"], truncation=True, max_length=cfg.max_seq_length),
+                                 batched=True, remove_columns=["text"]) for name, split in splits.items()}
+    return tokenizer, tokenized, label_names(raw), len(raw["train"])
+
+
+def describe_data(cfg: RunConfig, record: dict[str, Any], splits: dict, names: list[str], split_size: int) -> None:
+    """The record's data section: sizes, the train label counts, the majority floor and the files."""
+    train_labels, test_labels = list(splits["train"]["labels"]), list(splits["test"]["labels"])
+    record["data"].update(label_names=names, train_size=len(train_labels), test_size=len(test_labels),
+                          train_split_size=split_size, data_seed=cfg.effective_data_seed,
+                          train_label_counts=np.bincount(train_labels, minlength=len(names)).tolist(),
+                          majority_floor=majority_floor(labels=test_labels, num_classes=len(names)),
+                          files={f.relpath: f.sha256 for f in files_for(cfg.datasets)})  # verified on load
+    record["selection"]["dev_size"] = len(splits["dev"]) if "dev" in splits else None
 
 
 class _Recorder:
     """Trainer callback state: per-epoch timings, train loss, evaluations and the dev-best snapshot."""
 
-    def __init__(self, cfg: RunConfig, num_classes: int) -> None:
-        self.cfg, self.num_classes = cfg, num_classes
+    def __init__(self, cfg: RunConfig, num_classes: int, eval_sets: dict, collator: Any) -> None:
+        self.cfg, self.num_classes, self.eval_sets, self.collator = cfg, num_classes, eval_sets, collator
         self.history: list[dict[str, Any]] = []
-        self.detail: dict[str, Any] | None = None  # set by compute_metrics, consumed by on_evaluate
         self.train_time = self.eval_time = 0.0
+        self.train_started: float | None = None  # perf_counter when the first step starts
         self.best: tuple[float, int, dict] | None = None
-        self._epoch_start = self._eval_start = 0.0
+        self._epoch_start = 0.0
 
-    def compute_metrics(self, eval_pred) -> dict[str, float]:
-        logits = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
-        self.detail = classification_metrics(labels=eval_pred.label_ids, predictions=np.argmax(logits, axis=-1),
-                                             num_classes=self.num_classes)
-        return {k: self.detail[k] for k in ("accuracy", "micro_f1", "macro_f1")}
+    def evaluate_all(self, model: Any) -> dict[str, float]:
+        """Dev (if any) and test with tc_lib.evaluate into this epoch's history row; returns the flat
+        numbers for the Trainer's loggers (report_to) and its notebook progress table."""
+        started = time.perf_counter()
+        row = self.history[-1]
+        for split, data in self.eval_sets.items():
+            row[split] = evaluate(model, data, collator=self.collator, batch_size=self.cfg.eval_batch_size,
+                                  num_classes=self.num_classes, mixed_precision=self.cfg.mixed_precision)
+        self.eval_time += time.perf_counter() - started
+        return {f"eval_{split}_{key}": row[split][key] for split in self.eval_sets
+                for key in ("loss", "accuracy", "macro_f1")}
 
     def callback(self, run_dir: Path):
         from transformers import TrainerCallback
@@ -84,32 +90,50 @@ class _Recorder:
         recorder = self
 
         class Callback(TrainerCallback):
+            def on_train_begin(self, args, state, control, **kwargs):
+                recorder.train_started = time.perf_counter()
+
             def on_epoch_begin(self, args, state, control, **kwargs):
                 recorder._epoch_start = time.perf_counter()
                 recorder.history.append({"epoch": len(recorder.history) + 1, "train_loss": None})
 
             def on_epoch_end(self, args, state, control, **kwargs):
                 recorder.train_time += time.perf_counter() - recorder._epoch_start
-                recorder._eval_start = time.perf_counter()
 
             def on_log(self, args, state, control, logs=None, **kwargs):
                 if logs and "loss" in logs and recorder.history:
                     recorder.history[-1]["train_loss"] = float(logs["loss"])
 
             def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
-                split = "dev" if any(k.startswith("eval_dev_") for k in metrics) else "test"
                 row = recorder.history[-1]
-                row[split] = {"loss": float(metrics[f"eval_{split}_loss"]), **recorder.detail}
-                if split == "dev" and (recorder.best is None or row["dev"]["macro_f1"] > recorder.best[0]):
+                if "dev" in row and (recorder.best is None or row["dev"]["macro_f1"] > recorder.best[0]):
                     snapshot = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
                     recorder.best = (row["dev"]["macro_f1"], row["epoch"], snapshot)
-                if split == "test":
-                    recorder.eval_time += time.perf_counter() - recorder._eval_start
-                    row["train_time_s"] = round(recorder.train_time, 3)
-                    write_history(run_dir, recorder.history)
-                    _log_epoch(recorder.cfg, row)
+                row["train_time_s"] = round(recorder.train_time, 3)
+                write_history(run_dir, recorder.history)
+                _log_epoch(recorder.cfg, row)
 
         return Callback()
+
+
+def _trainer_class(recorder: _Recorder):
+    """The HF Trainer with its evaluation replaced by tc_lib.evaluate (length-sorted batches, inference
+    mode); the epoch's numbers still go through Trainer.log and on_evaluate to every callback."""
+    from transformers import Trainer
+
+    class EpochTrainer(Trainer):
+        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
+            metrics = recorder.evaluate_all(self.model)
+            self.log(dict(metrics))
+            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, dict(metrics))
+            return metrics
+
+    return EpochTrainer
+
+
+def _interactive() -> bool:
+    """In a Jupyter kernel the user opened (not a grid's papermill kernel): show progress bars."""
+    return "ipykernel" in sys.modules and "TC_EXECUTOR" not in os.environ
 
 
 def _log_epoch(cfg: RunConfig, row: dict[str, Any]) -> None:
@@ -119,7 +143,13 @@ def _log_epoch(cfg: RunConfig, row: dict[str, Any]) -> None:
                 loss, dev, row["test"]["loss"], row["test"]["accuracy"], row["test"]["macro_f1"])
 
 
-def _training_args(cfg: RunConfig, output_dir: str):
+def _check_reporter(cfg: RunConfig) -> None:
+    if cfg.report_to != "none" and importlib.util.find_spec(REPORTERS[cfg.report_to]) is None:
+        raise ConfigError(f"field 'report_to': {cfg.report_to} needs the optional package {REPORTERS[cfg.report_to]!r} "
+                          f"(pip install {REPORTERS[cfg.report_to]}); or report_to: none")
+
+
+def _training_args(cfg: RunConfig, output_dir: str, run_dir: Path):
     import torch
     from accelerate.state import AcceleratorState
     from transformers import TrainingArguments
@@ -136,24 +166,21 @@ def _training_args(cfg: RunConfig, output_dir: str):
         output_dir=output_dir, seed=cfg.seed, num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate,
         per_device_train_batch_size=cfg.train_batch_size, per_device_eval_batch_size=cfg.eval_batch_size,
         warmup_ratio=cfg.warmup_ratio, weight_decay=cfg.weight_decay, eval_strategy="epoch",
-        logging_strategy="epoch", save_strategy="no", report_to="none", disable_tqdm=True,
+        logging_strategy="epoch", save_strategy="no", disable_tqdm=not _interactive(),
+        report_to=[] if cfg.report_to == "none" else [cfg.report_to], logging_dir=str(run_dir / "tensorboard"),
         label_names=["labels"],  # PeftModel hides `labels` from Trainer's signature check
         use_cpu=not cuda, bf16=cfg.mixed_precision == "bf16", fp16=cfg.mixed_precision == "fp16",
         dataloader_num_workers=0, group_by_length=cfg.group_by_length,
     )
 
 
-def _run(cfg: RunConfig, run_dir: Path, record: dict[str, Any]) -> None:
+def _run(cfg: RunConfig, run_dir: Path, record: dict[str, Any], started: float) -> None:
     import torch
-    from transformers import DataCollatorWithPadding, PrinterCallback, Trainer, set_seed
+    from transformers import DataCollatorWithPadding, PrinterCallback, set_seed
 
-    tokenizer, splits, names = prepare_splits(cfg)
+    tokenizer, splits, names, split_size = prepare_splits(cfg)
     train = splits["train"]
-    test_labels = splits["test"]["labels"]
-    record["data"].update(label_names=names, train_size=len(train), test_size=len(test_labels),
-                          majority_floor=majority_floor(labels=test_labels, num_classes=len(names)),
-                          files={f.relpath: f.sha256 for f in files_for(cfg.datasets)})  # verified on load
-    record["selection"]["dev_size"] = len(splits["dev"]) if "dev" in splits else None
+    describe_data(cfg, record, splits, names, split_size)
 
     set_seed(cfg.seed)  # before the model is built: the new head's initialisation depends on it
     model, counts = build_model(cfg, len(names), id2label=dict(enumerate(names)))
@@ -162,14 +189,15 @@ def _run(cfg: RunConfig, run_dir: Path, record: dict[str, Any]) -> None:
     if peft_config:
         record["peft_target_modules"] = sorted(peft_config["default"].target_modules)
 
-    recorder = _Recorder(cfg, len(names))
     eval_sets = {"dev": splits["dev"], "test": splits["test"]} if "dev" in splits else {"test": splits["test"]}
+    collator = DataCollatorWithPadding(tokenizer)
+    recorder = _Recorder(cfg, len(names), eval_sets, collator)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     with tempfile.TemporaryDirectory(prefix="tc_trainer_") as scratch:
-        trainer = Trainer(model=model, args=_training_args(cfg, scratch), train_dataset=train,
-                          eval_dataset=eval_sets, data_collator=DataCollatorWithPadding(tokenizer),
-                          compute_metrics=recorder.compute_metrics, callbacks=[recorder.callback(run_dir)])
+        trainer = _trainer_class(recorder)(model=model, args=_training_args(cfg, scratch, run_dir), train_dataset=train,
+                                           eval_dataset=eval_sets, data_collator=collator,
+                                           callbacks=[recorder.callback(run_dir)])
         trainer.remove_callback(PrinterCallback)
         trainer.train()
 
@@ -184,7 +212,7 @@ def _run(cfg: RunConfig, run_dir: Path, record: dict[str, Any]) -> None:
     record["selection"]["chosen_epoch"] = chosen
     record["metrics"] = recorder.history[chosen - 1]["test"]
     tokens = int(sum(len(ids) for ids in train["input_ids"])) * cfg.epochs
-    record["timing"].update(train_time_s=round(recorder.train_time, 3), eval_time_s=round(recorder.eval_time, 3),
+    record["timing"].update(setup_s=round(recorder.train_started - started, 3), train_time_s=round(recorder.train_time, 3), eval_time_s=round(recorder.eval_time, 3),
                             train_samples_per_s=round(len(train) * cfg.epochs / recorder.train_time, 3),
                             train_tokens_per_s=round(tokens / recorder.train_time, 3))
     if torch.cuda.is_available():
@@ -203,13 +231,21 @@ def train_and_evaluate(cfg: RunConfig) -> RunResult:
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # no fork warnings from the fast tokenizer
+    _check_reporter(cfg)  # before the record: a missing optional package is a config error, not a failed run
     try:
         run_dir, record = start_run(cfg)
     except OSError as err:  # nothing was written: say where, and do not point at a record
         raise TcError(unwritable(cfg.run_dir, err)) from None
-    started = time.perf_counter()
+    started, age = time.perf_counter(), process_age_s()  # age: kernel start and imports, for a grid run
     try:
-        _run(cfg, run_dir, record)
+        if cfg.method in REFERENCES:
+            from .reference import run_reference
+
+            run_reference(cfg, run_dir, record, started)
+        else:
+            _run(cfg, run_dir, record, started)
+        if age is not None:
+            record["timing"]["startup_s"] = round(age + record["timing"]["setup_s"], 3)
         record["status"] = "success"
     except BaseException as err:  # KeyboardInterrupt too: the record must not stay `running` if we can help it
         record["status"] = "failed"

@@ -148,3 +148,13 @@ def tiny_family(tmp_path_factory, tiny_bert) -> dict[str, str]:
     return {"roberta-base": make_tiny_encoder(tmp_path_factory.mktemp("tiny_roberta"), "roberta"),
             "bert-base-uncased": tiny_bert,
             "allenai/scibert_scivocab_uncased": make_tiny_encoder(tmp_path_factory.mktemp("tiny_scibert"), "scibert")}
+
+
+@pytest.fixture(scope="session")
+def memory_records(tmp_path_factory) -> Path:
+    """memory.json as `memory validate` writes it, for the one setting the report's answer needs."""
+    from tc_lib.memory.records import write_records
+
+    out = tmp_path_factory.mktemp("memory")
+    write_records(out, models=("open_llama_3b",), shapes=((1, 2048),))
+    return out

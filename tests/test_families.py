@@ -28,7 +28,7 @@ def test_every_method_trains_and_reloads_on_every_family(tiny_family, synthetic_
                     learning_rate=LR[method], adapter_reduction_factor=2, save_weights="all")
     result = train.train_and_evaluate(cfg)
     assert result.record["status"] == "success"
-    tokenizer, splits, _ = train.prepare_splits(cfg)
+    tokenizer, splits, _, _ = train.prepare_splits(cfg)
     test = splits["test"]
     if family == "roberta-base":  # RoBERTa: </s> as separator, no token type ids
         assert tokenizer.sep_token == "</s>" and "token_type_ids" not in test.column_names

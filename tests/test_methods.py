@@ -4,6 +4,7 @@ reloading and the memory estimator."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -46,7 +47,7 @@ def test_ia3_trains_records_and_reloads_exactly(tiny_bert, synthetic_data, tmp_p
     row = read_runs(tmp_path / "runs").iloc[0]
     assert row["method"] == "ia3" and row["params_trainable"] == rec["params"]["trainable"]
 
-    tokenizer, splits, _ = train.prepare_splits(cfg)
+    tokenizer, splits, _, _ = train.prepare_splits(cfg)
     test = splits["test"]
     batch = tokenizer.pad({"input_ids": list(test["input_ids"]), "attention_mask": list(test["attention_mask"])},
                           return_tensors="pt")
@@ -71,7 +72,7 @@ def test_ia3_in_the_report(tiny_bert, synthetic_data, tmp_path, monkeypatch):
     report.methods()
     report.conclusions()
     text = "\n".join(obj.data for obj in shown)
-    assert "IA³" in text and "Full fine-tuning minus ia3" in text
+    assert "IA³" in text and re.search(r"全量微调 full − \S+ · IA³: [+-]\d+\.\d+ 个 macro-F1 点", text)
 
 
 def test_ia3_memory_estimate_counts():

@@ -149,7 +149,7 @@ def test_report_lists_every_unusable_record_and_never_counts_it(tmp_path, monkey
     report.header()
     report.rules()
     text = "\n".join(getattr(obj, "data", "") for obj in shown)
-    assert "成功 2 条" in text and len(report.runs) == 2  # successes only; nothing else counted
+    assert "计入统计 2 条" in text and len(report.runs) == 2  # successes only; nothing else counted
     for status in ("running", "interrupted", "failed"):
         assert f"[{status}]" in text
     for name, reason in {"torn": "torn or not JSON", "foreign": "not a tc_lib run record",
@@ -330,3 +330,21 @@ def test_status_shows_every_state_from_records_and_leases(fast_grid, monkeypatch
     assert rows[running.run_id].startswith("running") and "local attempt 2" in rows[running.run_id]
     assert rows[stale.run_id].startswith("stale") and "elsewhere pid 1, ray attempt 1" in rows[stale.run_id]
     assert "4 runs: 1 done, 1 running, 1 stale, 1 failed; compute spent 2.00 h" in out.stdout
+
+
+def test_a_grid_prints_progress_and_a_summary_and_nothing_that_looks_like_an_error(fast_grid, monkeypatch):
+    """No "[IPKernelApp] WARNING | Kernel is running over TCP without encryption" (the kernels use IPC
+    sockets) and no "KeyboardInterrupt caught in kernel" (jupyter_client's SIGINT before shutdown)."""
+    import tempfile
+
+    grid, log, runs = fast_grid
+    monkeypatch.setenv("TC_TEST_SLEEP", "0.2")
+    before = set(Path(tempfile.gettempdir()).glob("tc_kernel_*"))
+    driver = start_driver(grid, "--jobs", "2")
+    out, err = driver.communicate(timeout=300)
+    assert driver.returncode == 0, err
+    text = err.replace("\r", "\n")
+    for noise in ("WARNING", "ERROR", "KeyboardInterrupt", "TCP", "Traceback"):
+        assert noise not in text, err
+    assert "done: 4 succeeded, 0 skipped, 0 failed" in text
+    assert set(Path(tempfile.gettempdir()).glob("tc_kernel_*")) == before  # the IPC socket folders are removed

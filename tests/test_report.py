@@ -60,22 +60,24 @@ def test_stats_by_hand():
     assert s["n"] == 3 and s["mean"] == pytest.approx(0.6) and s["std"] == pytest.approx(0.1)
     assert s["ci_high"] - s["mean"] == pytest.approx(4.302653 * 0.1 / 3 ** 0.5, rel=1e-6)
     assert pd.isna(stats.summarize([0.5])["std"])
-    frame = pd.DataFrame({"status": "success", "dataset": "d", "model": "m", "seed": [1, 2, 3, 1, 2, 3],
-                          "method": ["full"] * 3 + ["lora"] * 3, "macro_f1": [0.5, 0.6, 0.7, 0.4, 0.45, 0.47]})
-    comp = stats.paired_comparison(frame, factor="method", a="full", b="lora")
+    a = pd.DataFrame({"seed": [1, 2, 3], "macro_f1": [0.5, 0.6, 0.7]})
+    b = pd.DataFrame({"seed": [3, 2, 1], "macro_f1": [0.47, 0.45, 0.4]})  # paired by seed, not by row
+    comp = stats.paired(a, b)
     diffs = [0.1, 0.15, 0.23]  # by hand: mean 0.16, sd 0.065574, t = 0.16 / (0.065574/√3) = 4.2262
-    assert comp.loc[0, "diff"] == pytest.approx(0.16) and comp.loc[0, "cohens_dz"] == pytest.approx(0.16 / 0.0655744, rel=1e-4)
-    assert comp.loc[0, "p_value"] == pytest.approx(0.05171, abs=2e-4)  # two-sided, t=4.226 with 2 df
-    assert len(diffs) == comp.loc[0, "n"]
+    assert comp["diff"] == pytest.approx(0.16) and comp["cohens_dz"] == pytest.approx(0.16 / 0.0655744, rel=1e-4)
+    assert comp["p_value"] == pytest.approx(0.05171, abs=2e-4)  # two-sided, t=4.226 with 2 df
+    assert len(diffs) == comp["n"]
 
 
 @pytest.fixture(scope="module")
-def built_report(tmp_path_factory, real_data):
+def built_report(tmp_path_factory, memory_records):
     root = tmp_path_factory.mktemp("report")
     plant(root / "runs")
     if shutil.which("chromium") is None:
         pytest.skip("Chromium not installed (make sysdeps)")
-    paths = export.build_report(runs_dir=root / "runs", out_dir=root / "out", pdf=True)
+    paths = export.build_report(runs_dir=root / "runs", out_dir=root / "out", pdf=True, memory_dir=memory_records)
+    assert [p.name for p in paths] == ["results.csv", "results.xlsx", "report.ipynb", "report.html", "report.pdf"]
+    paths = paths[2:]
     return root, paths
 
 
@@ -89,8 +91,10 @@ def test_html_has_exact_numbers(built_report):
     assert len(collapsed) == 3 and all(r in html for r in collapsed)
     assert "def " not in html and "import " not in html  # code cells hidden
     assert "数据集 · Datasets" in html and "结论 · Conclusions" in html
-    # conclusions are computed: mpnet wins acl_sup under full fine-tuning
-    assert re.search(r"acl_sup</strong>: 最佳模型 best model = <code>mpnet</code>", html)
+    # conclusions are computed: mpnet's full fine-tuning is the best arm on acl_sup
+    assert re.search(r"acl_sup</strong>: 最佳臂 best arm = <code>mpnet</code> · 全量微调 full", html)
+    assert "p (Holm)" in html and "设置 · Settings" in html and 'href="results.xlsx"' in html
+    assert "largest error" in html  # the memory validation, read from memory.json
 
 
 def test_html_in_headless_chromium(built_report, tmp_path):

@@ -27,11 +27,13 @@ def write(path: Path, text: str) -> Path:
 
 def test_shipped_grids_expand():
     counts = {name: len(runner.load_grid(REPO / "params" / f"{name}.yaml"))
-              for name in ("smoke", "quick", "cpu_full", "paper")}
-    assert counts == {"smoke": 4, "quick": 27, "cpu_full": 90, "paper": 45 + 30}
+              for name in ("smoke", "quick", "cpu_full", "paper", "data_efficiency")}
+    assert counts == {"smoke": 4, "quick": 27 + 6, "cpu_full": 90, "paper": 45 + 30, "data_efficiency": 63}
     quick = runner.load_grid(REPO / "params" / "quick.yaml")
     lrs = {(c.method, c.learning_rate) for c in quick}
-    assert lrs == {("full", 1e-4), ("lora", 2e-3), ("adapter", 2e-3)}
+    assert lrs == {("full", 3e-4), ("lora", 5e-3), ("adapter", 5e-3), ("tfidf_lr", None)}
+    reference = {c.max_train_samples for c in quick if c.method == "tfidf_lr"}
+    assert reference == {256, None} and {c.max_train_samples for c in quick if c.method != "tfidf_lr"} == {256}
     paper = runner.load_grid(REPO / "params" / "paper.yaml")
     assert {c.model for c in paper if c.method != "full"} == {"roberta-base"}
 

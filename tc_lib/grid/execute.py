@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +41,25 @@ def guarded_kernel_manager():
     from jupyter_client.manager import AsyncKernelManager
 
     class GuardedKernelManager(AsyncKernelManager):
+        """A kernel that dies with this process, talks over IPC sockets in a private folder (no
+        unencrypted TCP ports; ipykernel warns about those), and is not sent SIGINT at shutdown."""
+
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.transport = "ipc"
+            self.ip = str(Path(tempfile.mkdtemp(prefix="tc_kernel_")) / "kernel")
+
+        async def _async_interrupt_kernel(self):
+            # jupyter_client interrupts every kernel before shutting it down; the notebook has finished,
+            # so the SIGINT would only make ipykernel log "KeyboardInterrupt caught in kernel"
+            if not self.shutting_down:
+                await super()._async_interrupt_kernel()
+
+        async def _async_cleanup_resources(self, restart=False):
+            await super()._async_cleanup_resources(restart=restart)
+            if not restart:
+                shutil.rmtree(Path(self.ip).parent, ignore_errors=True)
+
         def format_kernel_cmd(self, extra_arguments=None):
             cmd = super().format_kernel_cmd(extra_arguments)
             return [sys.executable, "-c", _DEATH_GUARD, str(os.getpid()), *cmd] if sys.platform == "linux" else cmd

@@ -56,7 +56,29 @@ def format_comparison(rows: list[Breakdown]) -> str:
     return "\n".join(lines)
 
 
+def _cmd_validate(args) -> int:
+    from pathlib import Path
+
+    from .records import write_records
+
+    out = Path(args.out)
+    try:  # before minutes of estimates: a folder that cannot take the file fails now
+        out.mkdir(parents=True, exist_ok=True)
+        (out / ".write-test").touch()
+        (out / ".write-test").unlink()
+    except OSError as err:
+        raise ConfigError(f"--out {args.out}: cannot write memory.json there ({err.strerror or err})") from None
+    path = write_records(out)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    worst = max(abs(r["error %"]) for r in data["validation"])
+    print(f"{path}: {len(data['practice'])} practitioner settings estimated; {len(data['validation'])} measured "
+          f"validations, largest error {worst:.3f} %")
+    return 0
+
+
 def _cmd_memory(args) -> int:
+    if args.action == "validate":
+        return _cmd_validate(args)
     if args.precision is not None:
         raise ConfigError("--precision was split into --torch-dtype (float32 | bfloat16: the dtype the weights "
                           "are loaded in) and --mixed-precision (no | bf16 | fp16); amp_bf16 = --torch-dtype float32 "
@@ -96,7 +118,11 @@ def _cmd_memory(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("memory", help="estimate the GPU memory of one training step")
+    p = sub.add_parser("memory", help="estimate the GPU memory of one training step; `memory validate` writes the "
+                                      "report's memory records (estimates + a measured CPU validation)")
+    p.add_argument("action", nargs="?", choices=("estimate", "validate"), default="estimate",
+                   help="estimate (default): print one estimate; validate: write <--out>/memory.json for the report")
+    p.add_argument("--out", default="outputs/memory", help="with validate: where memory.json goes")
     p.add_argument("--model", default="open_llama_3b",
                    help=f"shipped config ({', '.join(shipped_models())}), a local config.json, or a hub id")
     p.add_argument("--method", choices=list(METHODS), default="full")

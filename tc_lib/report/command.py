@@ -1,14 +1,33 @@
-"""`python -m tc_lib report`: build the report from a folder of run records."""
+"""`python -m tc_lib report` (build the report from a folder of run records) and `python -m tc_lib export`."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import TcError
 from .render import build_report
 
 
 def _cmd_report(args) -> int:
-    for path in build_report(runs_dir=Path(args.runs), out_dir=Path(args.out), pdf=args.pdf):
+    for path in build_report(runs_dir=Path(args.runs), out_dir=Path(args.out), pdf=args.pdf,
+                             params=[Path(p) for p in args.params], memory_dir=Path(args.memory)):
+        print(path)
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from .export import write_export
+
+    if args.csv is None and args.xlsx is None:
+        raise TcError("export: give --csv PATH and/or --xlsx PATH")
+    if not Path(args.runs).is_dir():
+        raise TcError(f"{args.runs}: no runs folder; run a grid first (python -m tc_lib run params/quick.yaml)")
+    try:
+        written = write_export(Path(args.runs), csv=args.csv and Path(args.csv), xlsx=args.xlsx and Path(args.xlsx),
+                               params=[Path(p) for p in args.params])
+    except OSError as err:
+        raise TcError(f"export: cannot write {err.filename}: {err.strerror}") from None
+    for path in written:
         print(path)
     return 0
 
@@ -16,6 +35,16 @@ def _cmd_report(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser("report", help="execute notebooks/report.ipynb and export HTML (and PDF)")
     p.add_argument("--runs", default="outputs/runs", help="folder of run records")
-    p.add_argument("--out", default="outputs/report", help="where report.{ipynb,html,pdf} go")
+    p.add_argument("--out", default="outputs/report", help="where report.{ipynb,html,pdf} and results.{csv,xlsx} go")
     p.add_argument("--pdf", action="store_true", help="also print report.pdf with headless Chromium")
+    p.add_argument("--params", action="append", default=[], metavar="FILE",
+                   help="only the runs of this grid file (repeatable)")
+    p.add_argument("--memory", default="outputs/memory", help="folder of `memory validate`'s memory.json")
     p.set_defaults(func=_cmd_report)
+    e = sub.add_parser("export", help="the current runs as a tidy CSV and an XLSX (runs, arms, hand-in sheets)")
+    e.add_argument("--runs", default="outputs/runs", help="folder of run records")
+    e.add_argument("--params", action="append", default=[], metavar="FILE",
+                   help="only the runs of this grid file (repeatable)")
+    e.add_argument("--csv", metavar="PATH", help="per-run table")
+    e.add_argument("--xlsx", metavar="PATH", help="workbook with the runs, arms and hand-in sheets")
+    e.set_defaults(func=_cmd_export)

@@ -2,39 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
 from .display import md, show, table
-
-def memory_validation() -> pd.DataFrame:
-    """Estimate vs measured peak (CPU, live storages) on small LLaMA- and BERT-shaped models."""
-    from transformers import BertConfig, LlamaConfig
-
-    from .. import memory as mem
-
-    llama = LlamaConfig(hidden_size=256, num_hidden_layers=4, intermediate_size=688, num_attention_heads=4,
-                        vocab_size=2000, max_position_embeddings=1024, tie_word_embeddings=False)
-    bert = BertConfig(hidden_size=256, num_hidden_layers=4, intermediate_size=1024, num_attention_heads=4,
-                      vocab_size=2000, max_position_embeddings=1024)
-    cases = [("LLaMA", llama, dict(method="full", mixed_precision="bf16")),
-             ("LLaMA", llama, dict(method="lora", torch_dtype="bfloat16", mixed_precision="no")),
-             ("LLaMA", llama, dict(method="full", torch_dtype="bfloat16", mixed_precision="no", attention="eager",
-                                       gradient_checkpointing=True)),
-             ("BERT", bert, dict(method="full", mixed_precision="no", attention="eager")),
-             ("BERT", bert, dict(method="adapter", mixed_precision="bf16")),
-             ("BERT", bert, dict(method="lora", mixed_precision="no", gradient_checkpointing=True))]
-    rows = []
-    for family, config, options in cases:
-        b = mem.estimate(config, batch_size=4, seq_len=128, **options)
-        measured = mem.measure_peak(config, b.setup)
-        setup = b.setup
-        rows.append({"family": family, "method": setup.method, "weights": setup.torch_dtype,
-                     "autocast": setup.mixed_precision,
-                     "attention": setup.attention, "checkpointing": setup.gradient_checkpointing,
-                     "phase": b.peak_phase, "estimate MiB": b.peak / 2**20,
-                     "measured MiB": measured / 2**20, "error %": 100 * (b.peak - measured) / measured})
-    return pd.DataFrame(rows)
-
 
 SEGMENT_LABELS = {"weights": "权重 weights", "optimizer (+ gradients)": "优化器(+梯度) optimizer (+ grads)",
                   "autocast copies": "autocast 副本 copies", "activations": "激活 activations",
@@ -47,13 +19,15 @@ def _pick(rows, *, model="open_llama_3b", shape="1×2048", checkpointing=False, 
                 and r["breakdown"].setup.optimizer == "adamw_fused")
 
 
-def memory_section() -> None:
+def memory_section(memory_dir: Path) -> None:
     import matplotlib.pyplot as plt
 
-    from .. import memory as mem
-    from ..memory.answer import SEGMENTS, figure_for, practice
+    from ..memory.answer import SEGMENTS, figure_for
+    from ..memory.estimate import GIB
+    from ..memory.records import practice_rows, read_records
 
-    gib = lambda x: f"{x / mem.GIB:.1f}"  # noqa: E731
+    gib = lambda x: f"{x / GIB:.1f}"  # noqa: E731
+    data, reason = read_records(memory_dir)
     md("## GPU 显存估计 · GPU memory estimate\n\n"
        "问题：不用 PEFT 直接微调 3B 的 LLaMA 需要多少显存？PEFT 能省多少？下表由 `tc_lib.memory` 计算：参数量在 meta "
        "设备上精确计数，激活由 PyTorch 伪张量 (FakeTensor) 前向/反向重放得到，无需权重与计算。  \n"
@@ -64,7 +38,12 @@ def memory_section() -> None:
        "Trainer `--bf16`)、纯 bf16 (权重与 Adam 状态均为 bf16)、8-bit AdamW；LoRA 与适配器 = bf16 加载的基座 + fp32 "
        "可训练参数 + bf16 autocast (peft 文档的做法)，或 fp32 基座 + autocast。fused AdamW (HF Trainer 默认 default) "
        "unless stated; LoRA r=8 α=16 dropout 0.1 on q_proj/v_proj; seq_bn 适配器 adapters (reduction 16).")
-    rows = practice()
+    if data is None:
+        md(f"**没有显存记录 No memory records:** {reason}")
+        return
+    md(f"_记录 Records: `{Path(memory_dir) / 'memory.json'}`, {data['created_at']}, "
+       f"tc_lib {str(data['environment'].get('git_commit'))[:10]}._")
+    rows = practice_rows(data)
     shown = pd.DataFrame([{
         "模型 Model": r["model"], "批×长 Batch×seq": r["shape"], "重计算 Ckpt": "on" if r["checkpointing"] else "off",
         "方法 Method": r["method"], "设置 Setting": r["setting"], "可训练 Trainable": f"{r['breakdown'].params_trainable:,}",
@@ -82,8 +61,7 @@ def memory_section() -> None:
     lora = _pick(rows, method="lora", dtype="bfloat16")
     lora32 = _pick(rows, method="lora", dtype="float32")
     b16, b32 = lora["breakdown"], lora32["breakdown"]
-    foreach = mem.estimate("open_llama_3b", method="full", batch_size=1, seq_len=2048, optimizer="adamw")
-    accel = mem.accelerate_estimate("open_llama_3b", half_precision=True)
+    foreach_peak, accel = data["foreach_full_peak"], data["accelerate_estimate"]
     n = full["breakdown"].params_total
     md(f"**回答 Answer (open_llama_3b, 1×2048):** 全量微调 (fp32 + bf16 autocast) 峰值 {gib(full['peak'])} GiB"
        f"（{full['breakdown'].peak_phase}），规划 {gib(full['plan'])} GiB → {full['gpu']} 显卡。按 peft 文档的做法"
@@ -96,7 +74,7 @@ def memory_section() -> None:
        f"({lora['gpu']}); on an fp32 base it needs {gib(lora32['peak'])} GiB — the frozen weights in fp32 "
        f"(+{gib(b32.weights - b16.weights)} GiB) and the bf16 casts of them that autocast saves for backward "
        f"(+{gib(b32.autocast_copies - b16.autocast_copies)} GiB). With the foreach AdamW instead of the fused one, "
-       f"full fine-tuning adds a √v temporary: {gib(foreach.peak)} GiB.\n\n"
+       f"full fine-tuning adds a √v temporary: {gib(foreach_peak)} GiB.\n\n"
        f"- 参数 Parameters: n = {n:,}（open_llama_3b，meta 设备精确计数 exact meta-device count）。\n"
        f"- `accelerate estimate-memory` 的方法给出 would give **{gib(accel)} GiB**：它只按参数量算权重、梯度与 Adam "
        f"状态（bf16 时 8 字节/参数），不含激活、autocast 副本与优化器临时量，且 LoRA 与全量相同。 It counts "
@@ -117,7 +95,7 @@ def memory_section() -> None:
        "fragmentation — hence plan = peak × 1.10 + 2 GiB. 激活按 CPU 内核计数：LLaMA 无 dropout 且显式 fp32 归一化，"
        "CUDA 上张量相同；带 dropout 的编码器在 CUDA 上更小（1 字节掩码、flash attention）。 Activations follow the "
        "CPU kernels; for LLaMA the CUDA tensors are the same, for encoders with dropout CUDA needs less.")
-    validation = memory_validation()
+    validation = pd.DataFrame(data["validation"])
     shown = validation.copy()
     for col in ("estimate MiB", "measured MiB"):
         shown[col] = shown[col].map(lambda x: f"{x:.2f}")

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Sequence
 
 from ..errors import TcError
 
@@ -15,13 +16,16 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 
 
-def execute_report(*, runs_dir: Path, out_dir: Path, notebook: Path = REPORT_NOTEBOOK) -> Path:
+def execute_report(*, runs_dir: Path, out_dir: Path, notebook: Path = REPORT_NOTEBOOK, params: Sequence[Path] = (),
+                   memory_dir: Path = Path("outputs/memory"), exports: Sequence[str] = ()) -> Path:
     import papermill as pm
 
     out_dir.mkdir(parents=True, exist_ok=True)
     executed = out_dir / "report.ipynb"
+    parameters = {"runs_dir": str(runs_dir.resolve()), "params_files": [str(Path(p).resolve()) for p in params],
+                  "memory_dir": str(memory_dir.resolve()), "exports": list(exports)}
     try:
-        pm.execute_notebook(str(notebook), str(executed), parameters={"runs_dir": str(runs_dir.resolve())},
+        pm.execute_notebook(str(notebook), str(executed), parameters=parameters,
                             kernel_name="python3", progress_bar=False, cwd=str(notebook.parent), start_timeout=180)
     except pm.PapermillExecutionError as err:
         raise TcError(f"report notebook failed in cell {err.exec_count}: {err.ename}: {err.evalue} "
@@ -63,11 +67,21 @@ def to_pdf(html_path: Path) -> Path:
     return pdf_path
 
 
-def build_report(*, runs_dir: Path, out_dir: Path, pdf: bool = False) -> list[Path]:
+def build_report(*, runs_dir: Path, out_dir: Path, pdf: bool = False, params: Sequence[Path] = (),
+                 memory_dir: Path = Path("outputs/memory")) -> list[Path]:
+    """report.ipynb, .html (and .pdf), with the exported results.csv / results.xlsx beside them."""
+    from .export import write_export
+
     if not runs_dir.is_dir():
         raise TcError(f"{runs_dir}: no runs folder; run a grid first (python -m tc_lib run params/quick.yaml)")
-    executed = execute_report(runs_dir=runs_dir, out_dir=out_dir)
-    outputs = [executed, to_html(executed)]
+    for path in params:
+        if not Path(path).is_file():
+            raise TcError(f"--params {path}: no such file")
+    exports = write_export(runs_dir, csv=out_dir / "results.csv", xlsx=out_dir / "results.xlsx", params=params)
+    executed = execute_report(runs_dir=runs_dir, out_dir=out_dir, params=params, memory_dir=memory_dir,
+                              exports=[p.name for p in exports])
+    html = to_html(executed)
+    outputs = [*exports, executed, html]
     if pdf:
-        outputs.append(to_pdf(outputs[1]))
+        outputs.append(to_pdf(html))
     return outputs

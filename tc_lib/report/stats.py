@@ -27,59 +27,55 @@ def summarize(values: Sequence[float], *, confidence: float = CONFIDENCE) -> dic
     return {"n": n, "mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half}
 
 
-def aggregate(runs: pd.DataFrame, *, by: Sequence[str] = ("dataset", "model", "method"),
-              metrics: Sequence[str] = METRICS) -> pd.DataFrame:
-    """Tidy table: one row per group and metric with n, mean, std, ci_low, ci_high (successful runs only)."""
-    ok = runs[runs["status"] == "success"]
+def aggregate(runs: pd.DataFrame, *, metrics: Sequence[str] = METRICS) -> pd.DataFrame:
+    """Tidy table: one row per arm and metric with n, mean, std, ci_low, ci_high and the seeds.
+    `runs` are the current successful runs (runs.current_runs); arms are never pooled."""
     rows = []
-    for keys, group in ok.groupby(list(by), sort=True, dropna=False):
-        keys = keys if isinstance(keys, tuple) else (keys,)
+    for (arm_id, dataset, model, method), group in runs.groupby(["arm_id", "dataset", "model", "method"], sort=True):
+        seeds = ",".join(str(s) for s in sorted(group["seed"].dropna().astype(int)))
         for metric in metrics:
-            rows.append({**dict(zip(by, keys)), "metric": metric, **summarize(group[metric].tolist()),
-                         "seeds": ",".join(str(s) for s in sorted(group["seed"].dropna().astype(int)))})
-    columns = [*by, "metric", "n", "mean", "std", "ci_low", "ci_high", "seeds"]
+            rows.append({"arm_id": arm_id, "dataset": dataset, "model": model, "method": method, "metric": metric,
+                         **summarize(group[metric].tolist()), "seeds": seeds})
+    columns = ["arm_id", "dataset", "model", "method", "metric", "n", "mean", "std", "ci_low", "ci_high", "seeds"]
     return pd.DataFrame(rows, columns=columns)
 
 
-def paired_comparison(runs: pd.DataFrame, *, factor: str, a: str, b: str, metric: str = "macro_f1",
-                      within: Sequence[str] = ("dataset", "model")) -> pd.DataFrame:
-    """For each group of `within`, compare level `a` with level `b` of `factor` on the seeds both ran.
+def paired(a: pd.DataFrame, b: pd.DataFrame, *, metric: str = "macro_f1") -> dict[str, float]:
+    """Runs of arm a against runs of arm b, paired by seed (one run per seed each).
 
-    Difference = mean(a - b) over paired seeds; p from the paired t-test (two-sided); effect size
-    Cohen's d_z = mean difference / std of the differences. p and d are NaN when n < 2 or the
-    differences have no spread.
+    diff = mean(a - b) over the seeds both ran; p from the paired t-test (two-sided); Cohen's
+    d_z = mean difference / std of the differences. p and d_z are NaN for n < 2 or no spread.
     """
-    ok = runs[(runs["status"] == "success") & runs[factor].isin([a, b])]
-    rows = []
-    for keys, group in ok.groupby(list(within), sort=True):
-        keys = keys if isinstance(keys, tuple) else (keys,)
-        wide = group.pivot_table(index="seed", columns=factor, values=metric, aggfunc="first")
-        if a not in wide or b not in wide:
-            continue
-        pairs = wide[[a, b]].dropna()
-        diff = (pairs[a] - pairs[b]).to_numpy(dtype=float)
-        n = len(diff)
-        if n == 0:
-            continue
-        sd = float(diff.std(ddof=1)) if n > 1 else math.nan
-        if n > 1 and sd > 0:
-            p = float(sps.ttest_rel(pairs[a].to_numpy(float), pairs[b].to_numpy(float)).pvalue)
-            d = float(diff.mean() / sd)
-        else:
-            p = d = math.nan
-        rows.append({**dict(zip(within, keys)), "factor": factor, "a": a, "b": b, "metric": metric, "n": n,
-                     "mean_a": float(pairs[a].mean()), "mean_b": float(pairs[b].mean()),
-                     "diff": float(diff.mean()), "p_value": p, "cohens_dz": d})
-    columns = [*within, "factor", "a", "b", "metric", "n", "mean_a", "mean_b", "diff", "p_value", "cohens_dz"]
-    return pd.DataFrame(rows, columns=columns)
+    pairs = pd.merge(a[["seed", metric]], b[["seed", metric]], on="seed", suffixes=("_a", "_b")).dropna()
+    x, y = pairs[f"{metric}_a"].to_numpy(float), pairs[f"{metric}_b"].to_numpy(float)
+    diff, n = x - y, len(pairs)
+    sd = float(diff.std(ddof=1)) if n > 1 else math.nan
+    if n > 1 and sd > 0:
+        p, d = float(sps.ttest_rel(x, y).pvalue), float(diff.mean() / sd)
+    else:
+        p = d = math.nan
+    nan = math.nan
+    return {"n": n, "mean_a": float(x.mean()) if n else nan, "mean_b": float(y.mean()) if n else nan,
+            "diff": float(diff.mean()) if n else nan, "p_value": p, "cohens_dz": d}
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm–Bonferroni adjusted p-values (statsmodels); NaN stays NaN and is not counted as a test."""
+    from statsmodels.stats.multitest import multipletests
+
+    p = np.asarray(p_values, dtype=float)
+    out = np.full(len(p), math.nan)
+    tested = ~np.isnan(p)
+    if tested.any():
+        out[tested] = multipletests(p[tested], method="holm")[1]
+    return out.tolist()
 
 
 def curves(history: pd.DataFrame, *, split: str = "test", metric: str = "macro_f1") -> pd.DataFrame:
-    """Per dataset, model, method and epoch: mean and sample std of a metric over seeds."""
+    """Per arm and epoch: mean and sample std of a metric over seeds."""
     sub = history[history["split"] == split]
-    grouped = sub.groupby(["dataset", "model", "method", "epoch"])[metric]
-    out = grouped.agg(mean="mean", std=lambda s: s.std(ddof=1), n="count").reset_index()
-    return out
+    grouped = sub.groupby(["arm_id", "dataset", "model", "method", "epoch"])[metric]
+    return grouped.agg(mean="mean", std=lambda s: s.std(ddof=1), n="count").reset_index()
 
 
 def format_mean_std(mean: float, std: float, n: int, *, digits: int = 4) -> str:

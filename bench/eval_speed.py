@@ -1,0 +1,66 @@
+"""Evaluation speed, side by side in one process on the same model and test split (MiniLM with a
+fresh head, restaurant_sup test, 1,120 examples):
+
+  (a) tc_lib.evaluate.predict: length-sorted batches, dynamic padding, inference mode, batch 64;
+  (b) the HF Trainer's default evaluation: `Trainer.predict` in file order, batch 8 (its default).
+
+Prints examples/s of each (best of --repeats), the ratio a/b and the torch thread count, and asserts
+identical predictions. Target: a/b >= 3. Run: `OMP_NUM_THREADS=1 .venv/bin/python bench/eval_speed.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+
+def best_of(repeats: int, fn):
+    times, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return min(times), result
+
+
+def main() -> None:
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
+
+    from tc_lib.config import RunConfig
+    from tc_lib.evaluate import predict
+    from tc_lib.models import build_model
+    from tc_lib.train import prepare_splits
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--dataset", default="restaurant_sup")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 64, 128])
+    args = parser.parse_args()
+
+    cfg = RunConfig(model="minilm", dataset=args.dataset)
+    tokenizer, splits, names, _ = prepare_splits(cfg)
+    test = splits["test"]  # file order
+    set_seed(1)
+    model, _ = build_model(cfg, len(names))
+    model.eval()
+    collator = DataCollatorWithPadding(tokenizer)
+    with tempfile.TemporaryDirectory() as scratch:
+        trainer = Trainer(model=model, args=TrainingArguments(output_dir=scratch, report_to="none", use_cpu=True,
+                                                              disable_tqdm=True), data_collator=collator)
+        t_trainer, out = best_of(args.repeats, lambda: trainer.predict(test).predictions)
+    reference = np.argmax(out, axis=-1)
+    print(f"threads {torch.get_num_threads()}, {len(test)} test examples of {args.dataset}")
+    print(f"(b) Trainer default evaluation (file order, batch 8): {len(test) / t_trainer:8.1f} ex/s")
+    for batch_size in args.batch_sizes:
+        t_ours, logits = best_of(args.repeats, lambda: predict(model, test, collator=collator, batch_size=batch_size))
+        assert (np.argmax(logits, axis=-1) == reference).all(), "predictions differ"
+        print(f"(a) tc_lib.evaluate, batch {batch_size:>3}: {len(test) / t_ours:8.1f} ex/s   "
+              f"a/b = {t_trainer / t_ours:.2f}x   identical predictions")
+
+
+if __name__ == "__main__":
+    main()
