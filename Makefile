@@ -6,8 +6,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PARAMS ?= params/quick.yaml
 JOBS ?= 2
-# Debian packages for the PDF export and CJK fonts (headless Chromium prints the HTML report).
-SYSDEPS := chromium fonts-noto-cjk poppler-utils
+# Debian packages: PDF export and CJK fonts (headless Chromium prints the HTML report); slurm-wlm and
+# munge for the tests that start a one-node SLURM.
+SYSDEPS := chromium fonts-noto-cjk poppler-utils slurm-wlm munge
 
 .PHONY: venv sysdeps test report models-mpnet bench clean-outputs
 

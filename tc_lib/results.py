@@ -154,7 +154,8 @@ def execution() -> dict[str, Any]:
     TC_ATTEMPT for the kernel (a run started by hand is `direct`, attempt 1)."""
     return {"executor": os.environ.get("TC_EXECUTOR", "direct"), "attempt": int(os.environ.get("TC_ATTEMPT", "1")),
             "host": socket.gethostname(), "pid": os.getpid(),
-            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "log": os.environ.get("TC_LOG")}  # a batch task's log file (SLURM), where the executor has one
 
 
 def finish_run(run_dir: Path, record: dict[str, Any]) -> None:

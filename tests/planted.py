@@ -44,3 +44,37 @@ def plant_grid(root: Path, values: dict[tuple, list[float]], **fields) -> None:
     for (model, method), scores in values.items():
         for seed, f1 in enumerate(scores, start=1):
             plant_run(root, RunConfig(model=model, method=method, seed=seed, output_dir=str(root), **fields), f1)
+
+
+FAST_NOTEBOOK = """
+import os, time
+from tc_lib.config import RunConfig
+from tc_lib.results import finish_run, start_run
+
+cfg = RunConfig.from_namespace(globals())
+log = os.environ["TC_TEST_LOG"]
+with open(log, "a") as fh:
+    fh.write(f"start {cfg.run_id} {os.getpid()} {time.time()} {os.environ.get('CUDA_VISIBLE_DEVICES')}\\n")
+run_dir, record = start_run(cfg)
+time.sleep(float(os.environ.get("TC_TEST_SLEEP", "2")))
+if str(cfg.seed) == os.environ.get("TC_TEST_FAIL_SEED"):
+    raise RuntimeError(f"planted failure of seed {cfg.seed}")
+record["status"] = "success"
+finish_run(run_dir, record)
+with open(log, "a") as fh:
+    fh.write(f"end {cfg.run_id} {os.getpid()} {time.time()}\\n")
+"""
+
+
+def write_fast_notebook(path: Path) -> Path:
+    """A notebook with RunConfig's parameters cell that logs its executions and sleeps instead of training."""
+    import dataclasses
+
+    import nbformat
+
+    params = "\n".join(f"{f.name} = {f.default!r}" for f in dataclasses.fields(RunConfig))
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(params, metadata={"tags": ["parameters"]}),
+                                         nbformat.v4.new_code_cell(FAST_NOTEBOOK)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path

@@ -11,9 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-import nbformat
 import pytest
 
+from planted import write_fast_notebook
 from tc_lib import errors
 from tc_lib.config import RunConfig
 from tc_lib.grid import execute, lease, load_grid
@@ -162,35 +162,10 @@ def test_report_lists_every_unusable_record_and_never_counts_it(tmp_path, monkey
 
 # ---------------------------------------------------------------- fault tests with real processes
 
-FAST_NOTEBOOK = """
-import os, time
-from tc_lib.config import RunConfig
-from tc_lib.results import finish_run, start_run
-
-cfg = RunConfig.from_namespace(globals())
-log = os.environ["TC_TEST_LOG"]
-with open(log, "a") as fh:
-    fh.write(f"start {cfg.run_id} {os.getpid()}\\n")
-run_dir, record = start_run(cfg)
-time.sleep(float(os.environ.get("TC_TEST_SLEEP", "2")))
-record["status"] = "success"
-finish_run(run_dir, record)
-with open(log, "a") as fh:
-    fh.write(f"end {cfg.run_id} {os.getpid()}\\n")
-"""
-
-
 @pytest.fixture
 def fast_grid(tmp_path, monkeypatch):
     """A grid of 4 runs of a notebook that logs its executions and sleeps instead of training."""
-    import dataclasses
-
-    params = "\n".join(f"{f.name} = {f.default!r}" for f in dataclasses.fields(RunConfig))
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(params, metadata={"tags": ["parameters"]}),
-                                         nbformat.v4.new_code_cell(FAST_NOTEBOOK)])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    notebook = tmp_path / "fast.ipynb"
-    nbformat.write(nb, notebook)
+    notebook = write_fast_notebook(tmp_path / "fast.ipynb")
     grid = tmp_path / "grid.yaml"
     grid.write_text(f"defaults: {{output_dir: {tmp_path / 'runs'}}}\naxes:\n  seed: [1, 2, 3, 4]\n")
     log = tmp_path / "executions.log"

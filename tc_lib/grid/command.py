@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 from ..errors import ConfigError
 from ..model_cache import check_available
@@ -62,6 +63,11 @@ def _cmd_run(args) -> int:
     notebook = Path(args.notebook).resolve()
     if not notebook.is_file():
         raise ConfigError(f"--notebook {args.notebook}: no such notebook")
+    if args.executor == "slurm":
+        return _run_slurm(args, configs, notebook)
+    given = [flag for flag, value in _slurm_flags(args).items() if value not in (None, [], False)]
+    if given:
+        raise ConfigError(f"{given[0]} is an option of --executor slurm")
     progress = _ProgressBar()
     try:
         outcome = run_grid(configs, force=args.force, jobs=args.jobs, on_event=progress, notebook=notebook)
@@ -80,6 +86,46 @@ def _cmd_run(args) -> int:
     return 1 if outcome.failed else 0
 
 
+def _slurm_flags(args) -> dict[str, Any]:
+    return {"--partition": args.partition, "--account": args.account, "--gpus-per-run": args.gpus_per_run,
+            "--cpus-per-run": args.cpus_per_run, "--mem": args.mem, "--time-min": args.time_min,
+            "--max-parallel": args.max_parallel, "--slurm-arg": args.slurm_arg, "--wait": args.wait}
+
+
+def _run_slurm(args, configs, notebook: Path) -> int:
+    from .slurm import Resources, check_cluster, parse_slurm_args, pending, submit, wait
+
+    extra = parse_slurm_args(args.slurm_arg)
+    for flag, value, low in (("--gpus-per-run", args.gpus_per_run, 0), ("--cpus-per-run", args.cpus_per_run, 1),
+                             ("--time-min", args.time_min, 1), ("--max-parallel", args.max_parallel, 1)):
+        if value is not None and value < low:
+            raise ConfigError(f"{flag} must be an integer >= {low}, got {value}")
+    check_cluster(args.partition)
+    todo, kept = pending(configs, force=args.force)
+    if not todo:
+        print(f"nothing to submit: all {len(kept)} runs are done, queued or running (python -m tc_lib status "
+              f"{args.params})")
+        return 0
+    resources = Resources(partition=args.partition, account=args.account, gpus_per_run=args.gpus_per_run or 0,
+                          cpus_per_run=args.cpus_per_run or 1, mem=args.mem, time_min=args.time_min,
+                          max_parallel=args.max_parallel, extra=extra)
+    log_root = Path(configs[0].output_dir) / ".slurm"
+    job = submit(todo, resources, notebook=notebook, log_root=log_root, force=args.force)
+    throttle = f", at most {args.max_parallel} at a time" if args.max_parallel else ""
+    print(f"submitted job array {job}: {len(todo)} runs{throttle} on partition {args.partition} "
+          f"({len(kept)} done, queued or running)")
+    print(f"watch: python -m tc_lib status {args.params}  |  squeue -j {job}  |  logs: {log_root / job}")
+    if not args.wait:
+        return 0
+    statuses = wait(job, todo)
+    failed = [run_id for run_id, status in statuses.items() if status != "success"]
+    print(f"done: {len(statuses) - len(failed)} succeeded, {len(failed)} not (run the same command to resubmit "
+          "unfinished runs)")
+    for run_id in failed:
+        print(f"  {statuses[run_id]} {run_id}: see {Path(configs[0].output_dir) / run_id}", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def register(sub) -> None:
     p = sub.add_parser("run", help="run a params grid through papermill (resumable)")
     p.add_argument("params", help="params/*.yaml")
@@ -90,4 +136,17 @@ def register(sub) -> None:
     p.add_argument("--jobs", type=int, default=1, help="runs executed in parallel (default 1)")
     p.add_argument("--notebook", default=str(TRAIN_NOTEBOOK),
                    help="the training notebook each run executes (default: notebooks/train.ipynb)")
+    p.add_argument("--executor", choices=("local", "slurm"), default="local",
+                   help="local: worker processes here (default); slurm: one job array through submitit")
+    s = p.add_argument_group("--executor slurm")
+    s.add_argument("--partition", help="SLURM partition (required)")
+    s.add_argument("--account", help="SLURM account")
+    s.add_argument("--gpus-per-run", type=int, help="GPUs per run (--gres=gpu:G)")
+    s.add_argument("--cpus-per-run", type=int, help="CPUs per run (also its torch threads; default 1)")
+    s.add_argument("--mem", help="memory per run, e.g. 16G")
+    s.add_argument("--time-min", type=int, help="time limit per run in minutes")
+    s.add_argument("--max-parallel", type=int, help="array throttle: at most N runs at a time (%%N)")
+    s.add_argument("--slurm-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other sbatch option, e.g. constraint=a100 (repeatable)")
+    s.add_argument("--wait", action="store_true", help="wait for the array to finish and summarise it")
     p.set_defaults(func=_cmd_run)

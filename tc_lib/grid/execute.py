@@ -21,7 +21,7 @@ from .lease import acquire, read_lease
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN_NOTEBOOK = REPO / "notebooks" / "train.ipynb"
-UNFINISHED = ("running", "interrupted")
+UNFINISHED = ("running", "interrupted", "failed")  # a rerun of one of these is its next attempt
 # Runs first in the kernel's process: ask Linux to SIGKILL it when its parent (this process) dies, then
 # become the kernel. Papermill starts kernels in a session of their own, out of reach of a group kill.
 _DEATH_GUARD = ("import ctypes, os, signal, sys\n"

@@ -30,6 +30,11 @@ def conclusions(runs: pd.DataFrame, summary: pd.DataFrame, arm_frame: pd.DataFra
             continue
         lines.append(f"- **{dataset}**: 最佳臂 best arm = `{best['model']}` · {best['name']}, macro-F1 {cell}"
                      + (f" (majority floor {bar:.4f})" if bar is not None else "") + ".")
+        encoder_arms = g[~g["method"].isin(list(REFERENCES))]
+        if best["method"] in REFERENCES and len(encoder_arms):
+            top = encoder_arms.loc[encoder_arms["mean"].idxmax()]
+            lines.append(f"    - 最佳微调臂 best fine-tuned arm = `{top['model']}` · {top['name']}, macro-F1 "
+                         f"{stats.format_mean_std(top['mean'], top['std'], top['n'])}.")
         below = g[g["mean"] <= (bar if bar is not None else -1) + 1e-9]
         if len(below):
             lines.append(f"    - 未超过多数类基线 at or below the floor: "

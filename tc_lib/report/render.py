@@ -20,13 +20,16 @@ def execute_report(*, runs_dir: Path, out_dir: Path, notebook: Path = REPORT_NOT
                    memory_dir: Path = Path("outputs/memory"), exports: Sequence[str] = ()) -> Path:
     import papermill as pm
 
+    from ..grid.execute import guarded_kernel_manager  # IPC sockets, no SIGINT at shutdown: a quiet console
+
     out_dir.mkdir(parents=True, exist_ok=True)
     executed = out_dir / "report.ipynb"
     parameters = {"runs_dir": str(runs_dir.resolve()), "params_files": [str(Path(p).resolve()) for p in params],
                   "memory_dir": str(memory_dir.resolve()), "exports": list(exports)}
     try:
         pm.execute_notebook(str(notebook), str(executed), parameters=parameters,
-                            kernel_name="python3", progress_bar=False, cwd=str(notebook.parent), start_timeout=180)
+                            kernel_name="python3", progress_bar=False, cwd=str(notebook.parent), start_timeout=180,
+                            kernel_manager_class=guarded_kernel_manager())
     except pm.PapermillExecutionError as err:
         raise TcError(f"report notebook failed in cell {err.exec_count}: {err.ename}: {err.evalue} "
                       f"(see {executed})") from None

@@ -27,6 +27,10 @@ def main_table(summary: pd.DataFrame, arm_frame: pd.DataFrame, metric: str) -> p
                    for m, s, n in zip(sub["mean"], sub["std"], sub["n"])]
     wide = sub.pivot(index=["dataset", "name"], columns="model", values="cell").reset_index()
     wide.columns.name = None
+    rank = {name: i for i, name in enumerate([*METHODS, *REFERENCES])}  # full, PEFT methods, then references
+    order = arm_frame.drop_duplicates("name").set_index("name")["method"].map(lambda m: rank.get(m, 99))
+    wide = wide.sort_values(["dataset", "name"], key=lambda col: col.map(order) if col.name == "name" else col,
+                            kind="stable")
     return wide.rename(columns={"dataset": "数据集 Dataset", "name": "方法 Method (arm)"})
 
 

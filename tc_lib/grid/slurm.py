@@ -1,0 +1,143 @@
+"""The grid on SLURM through submitit: the pending runs become one job array (throttled with `%N`), and
+every array task calls grid.execute.run_one — the same run function, leases and records as the local
+executor — in the same Python environment (tc_lib installed there). Progress and completion come from
+the run records and leases (`status`), never from sacct; `squeue` only tells which submitted tasks are
+still queued or running, so a second `run` neither resubmits them nor misses a task SLURM killed."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from ..config import RunConfig
+from ..errors import ConfigError, TcError, first_line
+from ..results import load_record, write_text_atomic
+from .execute import TRAIN_NOTEBOOK, is_done, run_one
+from .lease import is_stale, read_lease
+
+MARKER = "slurm_task"  # in a run folder: "<array job id>_<task>" of the task it was last submitted as
+# options tc_lib sets itself; --slurm-arg may not override them
+OWN = {"partition", "account", "array", "gres", "gpus", "cpus-per-task", "mem", "time", "job-name", "output",
+       "error", "wrap"}
+SLURM_ARG = re.compile(r"^([a-z][a-z0-9-]*)=(.+)$")
+
+
+@dataclass(frozen=True)
+class Resources:
+    partition: str
+    account: str | None = None
+    gpus_per_run: int = 0
+    cpus_per_run: int = 1
+    mem: str | None = None  # e.g. 16G
+    time_min: int | None = None
+    max_parallel: int | None = None
+    extra: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+def parse_slurm_args(items: Sequence[str]) -> dict[str, str]:
+    """--slurm-arg KEY=VALUE (an sbatch long option without its dashes, e.g. constraint=a100)."""
+    out = {}
+    for item in items:
+        match = SLURM_ARG.match(item)
+        if not match:
+            raise ConfigError(f"--slurm-arg {item!r}: expected KEY=VALUE with KEY an sbatch option name "
+                              "(e.g. constraint=a100, qos=normal)")
+        key, value = match.groups()
+        if key in OWN:
+            raise ConfigError(f"--slurm-arg {item!r}: {key} is set by tc_lib's own flags (--partition, --account, "
+                              "--gpus-per-run, --cpus-per-run, --mem, --time-min, --max-parallel)")
+        out[key] = value
+    return out
+
+
+def check_cluster(partition: str | None) -> None:
+    """sbatch on PATH, and the partition one that `sinfo` knows: checked before anything is submitted."""
+    if not partition:
+        raise ConfigError("--executor slurm needs --partition (see `sinfo` for this cluster's partitions)")
+    if shutil.which("sbatch") is None:
+        raise TcError("--executor slurm: no sbatch on PATH (run on the cluster's login node, or load its slurm module)")
+    out = _slurm("sinfo", "-h", "-o", "%P")
+    partitions = sorted({p.rstrip("*") for p in out.split()})
+    if partition not in partitions:
+        raise ConfigError(f"--partition {partition}: unknown partition; this cluster has: {', '.join(partitions)}")
+
+
+def _slurm(*cmd: str) -> str:
+    try:
+        done = subprocess.run(list(cmd), capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as err:
+        raise TcError(f"{cmd[0]}: {first_line(err)}") from None
+    if done.returncode != 0:
+        raise TcError(f"{cmd[0]} failed: {first_line(Exception(done.stderr or done.stdout))}")
+    return done.stdout
+
+
+def active_tasks() -> set[str]:
+    """Array tasks SLURM still has (pending, running, completing), one id per task: `123_4`."""
+    return {line.strip() for line in _slurm("squeue", "-h", "-r", "-o", "%i").splitlines() if line.strip()}
+
+
+def pending(configs: Sequence[RunConfig], *, force: bool = False) -> tuple[list[RunConfig], list[str]]:
+    """(runs to submit, runs left alone): done runs, runs whose last submitted task SLURM still has,
+    and runs another executor holds a live lease on are left alone."""
+    queued = active_tasks()
+    todo, kept = [], []
+    for cfg in configs:
+        marker = cfg.run_dir / MARKER
+        task = marker.read_text().strip() if marker.is_file() else None
+        lease = read_lease(cfg.run_dir)
+        if (not force and is_done(cfg)) or (task and task in queued) or (lease and not is_stale(lease)):
+            kept.append(cfg.run_id)
+        else:
+            todo.append(cfg)
+    return todo, kept
+
+
+def array_task(config: dict[str, Any], notebook: str, force: bool) -> str:
+    """One array task, on the node: the run function, with the task's log named in the record."""
+    import submitit
+
+    os.environ["TC_LOG"] = str(submitit.JobEnvironment().paths.stdout)
+    return run_one(RunConfig.from_dict(config), notebook=Path(notebook), executor="slurm", force=force).status
+
+
+def submit(configs: Sequence[RunConfig], resources: Resources, *, notebook: Path = TRAIN_NOTEBOOK,
+           log_root: Path, force: bool = False) -> str:
+    """Submit `configs` as one job array; returns its job id. Torch threads = cpus per run."""
+    import submitit
+
+    executor = submitit.SlurmExecutor(folder=str(log_root / "%A"), python=sys.executable)
+    params: dict[str, Any] = dict(partition=resources.partition, cpus_per_task=resources.cpus_per_run,
+                                  job_name="tc_lib", additional_parameters=dict(resources.extra))
+    for key, value in (("account", resources.account), ("mem", resources.mem), ("time", resources.time_min),
+                       ("array_parallelism", resources.max_parallel)):
+        if value is not None:
+            params[key] = value
+    if resources.gpus_per_run:
+        params["gres"] = f"gpu:{resources.gpus_per_run}"
+    executor.update_parameters(**params)
+    runs = [dataclasses.replace(c, num_threads=resources.cpus_per_run) for c in configs]
+    try:
+        jobs = executor.map_array(array_task, [c.to_dict() for c in runs], [str(notebook)] * len(runs),
+                                  [force] * len(runs))
+    except Exception as err:  # submitit raises on sbatch's refusal: say what sbatch said
+        raise TcError(f"sbatch refused the job array: {first_line(err)}") from None
+    for cfg, job in zip(runs, jobs):
+        cfg.run_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(cfg.run_dir / MARKER, job.job_id + "\n")
+    return jobs[0].job_id.split("_")[0]
+
+
+def wait(job_id: str, configs: Sequence[RunConfig], *, poll_s: float = 2.0) -> dict[str, str]:
+    """Block until SLURM has none of the array's tasks; then each run's status from its record."""
+    while any(task.split("_")[0] == job_id for task in active_tasks()):
+        time.sleep(poll_s)
+    return {cfg.run_id: (load_record(cfg.run_dir) or {}).get("status", "not started") for cfg in configs}
