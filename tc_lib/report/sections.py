@@ -23,12 +23,13 @@ MAX_REFUSED_SHOWN = 20
 class Report:
     def __init__(self, runs: pd.DataFrame, history: pd.DataFrame, problems: list[Problem] | None = None, *,
                  memory_dir: str | Path | None = None, exports: Sequence[str] = (),
-                 params: Sequence[str] = ()) -> None:
+                 params: Sequence[str] = (), runs_dir: str | Path | None = None) -> None:
         self.all_runs = runs
         self.runs, self.superseded = current_runs(runs)  # newest success per (arm, seed); the rest listed
         self.history = history[history["run_id"].isin(set(self.runs["run_id"]))]
         self.problems = problems or []  # folders whose record or history could not be used
         self.memory_dir, self.exports, self.params = memory_dir, list(exports), list(params)
+        self.runs_dir = runs_dir
         self.arms = arm_lib.arms(self.runs)
         self.summary = stats.aggregate(self.runs)
         self.compared, self.refused = tables.comparisons(self.runs, self.arms)
@@ -41,7 +42,7 @@ class Report:
         history = read_history(runs_dir, problems=problems)
         runs = select_runs(runs, params)
         history = history[history["run_id"].isin(set(runs["run_id"]))]
-        return cls(runs, history, problems, params=params, **kwargs)
+        return cls(runs, history, problems, params=params, runs_dir=runs_dir, **kwargs)
 
     def name_of(self, arm_id: str) -> str:
         row = self.arms[self.arms["arm_id"] == arm_id].iloc[0]
@@ -55,6 +56,8 @@ class Report:
                  f"本报告由 {n_all} 条运行记录自动生成（计入统计 {n_ok} 条，{len(self.arms)} 个臂）；所有数字均由记录计算得出。  ",
                  f"Generated from {n_all} run records ({n_ok} counted, in {len(self.arms)} arms — an arm is a "
                  "configuration minus its seed); every number is computed from them."]
+        if self.runs_dir is not None:
+            lines.append(f"- 运行记录 Run records: `{Path(self.runs_dir).resolve()}`")
         if self.params:
             lines.append("- 仅包含这些网格的运行 Only the runs of: " + ", ".join(f"`{p}`" for p in self.params))
         if self.exports:
