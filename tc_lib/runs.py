@@ -33,12 +33,14 @@ def scan_records(root: str | Path) -> tuple[list[tuple[Path, dict]], list[Proble
 
 
 RUN_COLUMNS: dict[str, str] = {
-    "run_id": "string", "arm_id": "string", "status": "string", "finished_at": "string", "model": "string", "dataset": "string", "method": "string",
+    "run_id": "string", "arm_id": "string", "status": "string", "finished_at": "string", "model": "string",
+    "dataset": "string", "method": "string",
     "seed": "Int64", "epochs": "Int64", "learning_rate": "Float64", "selection": "string",
     "chosen_epoch": "Int64", "loss": "Float64", "accuracy": "Float64", "micro_f1": "Float64",
     "macro_f1": "Float64", "majority_accuracy": "Float64", "majority_macro_f1": "Float64",
     "collapsed": "boolean", "params_total": "Int64", "params_trainable": "Int64",
-    "params_trainable_no_head": "Int64", "wall_time_s": "Float64", "startup_s": "Float64", "setup_s": "Float64", "train_time_s": "Float64", "eval_time_s": "Float64",
+    "params_trainable_no_head": "Int64", "wall_time_s": "Float64", "startup_s": "Float64", "setup_s": "Float64",
+    "train_time_s": "Float64", "eval_time_s": "Float64",
     "train_samples_per_s": "Float64", "train_tokens_per_s": "Float64", "peak_rss_mb": "Float64",
     "peak_cuda_allocated_mb": "Float64", "train_size": "Int64", "test_size": "Int64",
     "max_train_samples": "Int64", "data_seed": "Int64", "data_seed_follows_seed": "boolean",
@@ -46,6 +48,11 @@ RUN_COLUMNS: dict[str, str] = {
     "run_dir": "string", "config": "object", "peft_target_modules": "object", "label_names": "object",
     "train_label_counts": "object",
 }
+
+
+def _arm_id(rec: dict[str, Any]) -> str:
+    """The record's arm id; records written before arms existed get it from their config."""
+    return rec.get("arm_id") or arm_id_of(rec["config"])
 
 
 def _row(run_dir: Path, rec: dict[str, Any]) -> dict[str, Any]:
@@ -57,7 +64,7 @@ def _row(run_dir: Path, rec: dict[str, Any]) -> dict[str, Any]:
     data = rec["data"]
     follows = cfg.get("data_seed") == DATA_SEED_FOLLOWS
     return {
-        "run_id": rec["run_id"], "arm_id": rec.get("arm_id") or arm_id_of(cfg), "status": rec["status"],
+        "run_id": rec["run_id"], "arm_id": _arm_id(rec), "status": rec["status"],
         "finished_at": rec.get("finished_at"), "model": cfg["model"], "dataset": dataset,
         "method": cfg["method"], "seed": cfg["seed"], "epochs": cfg["epochs"],
         "learning_rate": cfg["learning_rate"], "selection": rec["selection"]["rule"],
@@ -138,7 +145,7 @@ def read_history(root: str | Path = "outputs/runs", *, status: str | None = "suc
             for split in ("dev", "test"):
                 scores = epoch.get(split)
                 if scores:
-                    rows.append({"run_id": rec["run_id"], "arm_id": rec.get("arm_id") or arm_id_of(cfg),
+                    rows.append({"run_id": rec["run_id"], "arm_id": _arm_id(rec),
                                  "model": cfg["model"], "dataset": dataset,
                                  "method": cfg["method"], "seed": cfg["seed"], "epoch": epoch["epoch"],
                                  "split": split, "train_loss": epoch.get("train_loss"),

@@ -19,14 +19,13 @@ import numpy as np
 from .config import RunConfig
 from .data import carve_splits, data_root, files_for, get_dataset, label_names
 from .errors import ConfigError, TcError
-from .methods import REFERENCES
 from .evaluate import evaluate
+from .methods import REFERENCES
 from .metrics import majority_floor
 from .models import build_model, load_tokenizer, save_weights
 from .results import RunResult, finish_run, process_age_s, start_run, unwritable, write_history
 
 logger = logging.getLogger(__name__)
-REPORTERS = {"tensorboard": "tensorboard", "mlflow": "mlflow"}  # report_to value -> the package it needs
 
 
 @functools.lru_cache(maxsize=8)
@@ -144,9 +143,10 @@ def _log_epoch(cfg: RunConfig, row: dict[str, Any]) -> None:
 
 
 def _check_reporter(cfg: RunConfig) -> None:
-    if cfg.report_to != "none" and importlib.util.find_spec(REPORTERS[cfg.report_to]) is None:
-        raise ConfigError(f"field 'report_to': {cfg.report_to} needs the optional package {REPORTERS[cfg.report_to]!r} "
-                          f"(pip install {REPORTERS[cfg.report_to]}); or report_to: none")
+    # each report_to value (tensorboard, mlflow) is also the name of the package it needs
+    if cfg.report_to != "none" and importlib.util.find_spec(cfg.report_to) is None:
+        raise ConfigError(f"field 'report_to': {cfg.report_to} needs the optional package {cfg.report_to!r} "
+                          f"(pip install {cfg.report_to}); or report_to: none")
 
 
 def _training_args(cfg: RunConfig, output_dir: str, run_dir: Path):
@@ -212,7 +212,8 @@ def _run(cfg: RunConfig, run_dir: Path, record: dict[str, Any], started: float) 
     record["selection"]["chosen_epoch"] = chosen
     record["metrics"] = recorder.history[chosen - 1]["test"]
     tokens = int(sum(len(ids) for ids in train["input_ids"])) * cfg.epochs
-    record["timing"].update(setup_s=round(recorder.train_started - started, 3), train_time_s=round(recorder.train_time, 3), eval_time_s=round(recorder.eval_time, 3),
+    record["timing"].update(setup_s=round(recorder.train_started - started, 3),
+                            train_time_s=round(recorder.train_time, 3), eval_time_s=round(recorder.eval_time, 3),
                             train_samples_per_s=round(len(train) * cfg.epochs / recorder.train_time, 3),
                             train_tokens_per_s=round(tokens / recorder.train_time, 3))
     if torch.cuda.is_available():

@@ -19,6 +19,7 @@ def conclusions(runs: pd.DataFrame, summary: pd.DataFrame, arm_frame: pd.DataFra
     if f1.empty:
         return []
     floor = floors(runs)
+    configs = arm_frame.set_index("arm_id")["config"]
     lines = []
     for dataset, g in f1.groupby("dataset", sort=True):
         best = g.loc[g["mean"].idxmax()]
@@ -30,18 +31,18 @@ def conclusions(runs: pd.DataFrame, summary: pd.DataFrame, arm_frame: pd.DataFra
             continue
         lines.append(f"- **{dataset}**: 最佳臂 best arm = `{best['model']}` · {best['name']}, macro-F1 {cell}"
                      + (f" (majority floor {bar:.4f})" if bar is not None else "") + ".")
-        encoder_arms = g[~g["method"].isin(list(REFERENCES))]
-        if best["method"] in REFERENCES and len(encoder_arms):
-            top = encoder_arms.loc[encoder_arms["mean"].idxmax()]
+        is_reference = g["method"].isin(list(REFERENCES))
+        encoders, refs = g[~is_reference], g[is_reference]
+        if best["method"] in REFERENCES and len(encoders):
+            top = encoders.loc[encoders["mean"].idxmax()]
             lines.append(f"    - 最佳微调臂 best fine-tuned arm = `{top['model']}` · {top['name']}, macro-F1 "
                          f"{stats.format_mean_std(top['mean'], top['std'], top['n'])}.")
         below = g[g["mean"] <= (bar if bar is not None else -1) + 1e-9]
         if len(below):
             lines.append(f"    - 未超过多数类基线 at or below the floor: "
                          + "; ".join(f"`{r.model}` · {r.name} ({fmt(r.mean)})" for r in below.itertuples()))
-        encoders, refs = g[~g["method"].isin(list(REFERENCES))], g[g["method"].isin(list(REFERENCES))]
         for ref in refs.itertuples():
-            same = encoders[[_same_data(arm_frame, ref.arm_id, e) for e in encoders["arm_id"]]]
+            same = encoders[[_same_data(configs[ref.arm_id], configs[e]) for e in encoders["arm_id"]]]
             if len(same):
                 top = same.loc[same["mean"].idxmax()]
                 verdict = "胜过 beats" if top["mean"] > ref.mean else "不及 does not beat"
@@ -65,8 +66,6 @@ def conclusions(runs: pd.DataFrame, summary: pd.DataFrame, arm_frame: pd.DataFra
     return lines
 
 
-def _same_data(arm_frame: pd.DataFrame, ref_arm: str, arm: str) -> bool:
-    """Whether two arms train on the same examples: same dataset, subsample, data seed and selection."""
-    keys = ("max_train_samples", "data_seed", "selection", "dev_fraction")
-    configs = arm_frame.set_index("arm_id")["config"]
-    return all(configs[ref_arm].get(k) == configs[arm].get(k) for k in keys)
+def _same_data(a: dict, b: dict) -> bool:
+    """Whether two arms' configs (of one dataset) train on the same examples: subsample, data seed, selection."""
+    return all(a.get(k) == b.get(k) for k in ("max_train_samples", "data_seed", "selection", "dev_fraction"))

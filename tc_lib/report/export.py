@@ -19,7 +19,7 @@ RUN_FIELDS = ["run_id", "arm_id", "dataset", "model", "method", "seed", "data_se
               "params_trainable_no_head", "wall_time_s", "train_time_s", "eval_time_s", "train_samples_per_s",
               "train_tokens_per_s", "peak_rss_mb", "peak_cuda_allocated_mb", "finished_at", "run_dir"]
 HANDIN_METRICS = ("accuracy", "macro_f1")
-SHEETS = ("runs", "arms", "hand-in")
+SHEETS = ("runs", "arms", "hand-in")  # export_tables' keys, in workbook order; only hand-in has an index
 
 
 def select_runs(runs: pd.DataFrame, params: Sequence[str | Path] = ()) -> pd.DataFrame:
@@ -88,8 +88,7 @@ def write_export(runs_dir: str | Path, *, csv: Path | None = None, xlsx: Path | 
     if xlsx is not None:
         xlsx.parent.mkdir(parents=True, exist_ok=True)
         with pd.ExcelWriter(xlsx, engine="openpyxl") as writer:
-            frames["runs"].to_excel(writer, sheet_name="runs", index=False)
-            frames["arms"].to_excel(writer, sheet_name="arms", index=False)
-            frames["hand-in"].to_excel(writer, sheet_name="hand-in")
+            for name in SHEETS:
+                frames[name].to_excel(writer, sheet_name=name, index=name == "hand-in")
         written.append(xlsx)
     return written

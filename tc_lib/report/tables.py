@@ -14,6 +14,7 @@ METRIC_NAMES = {"loss": "损失 Loss", "accuracy": "准确率 Accuracy", "micro_
 # Settings every arm shows (besides the fields in which arms differ): what a reader needs to judge a number.
 SETTING_COLUMNS = {"epochs": "轮数 Epochs", "learning_rate": "学习率 LR", "train_batch_size": "批大小 Batch",
                    "max_seq_length": "最大长度 Max len", "selection": "选择 Selection"}
+METHOD_RANK = {name: i for i, name in enumerate([*METHODS, *REFERENCES])}  # full, PEFT methods, references
 SHOWN_ELSEWHERE = {"dataset", "model", "method", *SETTING_COLUMNS, "torch_dtype", "mixed_precision", "data_seed",
                    *COMPANIONS["method"]}
 
@@ -27,8 +28,7 @@ def main_table(summary: pd.DataFrame, arm_frame: pd.DataFrame, metric: str) -> p
                    for m, s, n in zip(sub["mean"], sub["std"], sub["n"])]
     wide = sub.pivot(index=["dataset", "name"], columns="model", values="cell").reset_index()
     wide.columns.name = None
-    rank = {name: i for i, name in enumerate([*METHODS, *REFERENCES])}  # full, PEFT methods, then references
-    order = arm_frame.drop_duplicates("name").set_index("name")["method"].map(lambda m: rank.get(m, 99))
+    order = arm_frame.drop_duplicates("name").set_index("name")["method"].map(lambda m: METHOD_RANK.get(m, 99))
     wide = wide.sort_values(["dataset", "name"], key=lambda col: col.map(order) if col.name == "name" else col,
                             kind="stable")
     return wide.rename(columns={"dataset": "数据集 Dataset", "name": "方法 Method (arm)"})
@@ -80,8 +80,7 @@ def methods_table(runs: pd.DataFrame, arm_frame: pd.DataFrame) -> pd.DataFrame:
 
 def _order(a, b, factor: str):
     """Full fine-tuning first, then the registry's order; models by name: diff = a − b."""
-    rank = {name: i for i, name in enumerate([*METHODS, *REFERENCES])}
-    key = (lambda r: rank.get(r.method, 99)) if factor == "method" else (lambda r: r.model)
+    key = (lambda r: METHOD_RANK.get(r.method, 99)) if factor == "method" else (lambda r: r.model)
     return (a, b) if key(a) <= key(b) else (b, a)
 
 
