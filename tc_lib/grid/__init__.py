@@ -1,6 +1,6 @@
 """Grids of runs: params files expanded into RunConfigs (params), one run executed through papermill
-(execute: `run_one`, the one run function), run leases (lease), executors (local), and the `run`
-command."""
+(execute: `run_one`, the one run function), run leases (lease), executors (local, ray_exec, slurm),
+`status`, and the `run` command."""
 
 from __future__ import annotations
 

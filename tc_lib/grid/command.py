@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
 from ..errors import ConfigError
 from ..model_cache import check_available
@@ -58,19 +57,20 @@ def _cmd_run(args) -> int:
     if not configs:
         raise ConfigError(f"{args.params}: no runs left after --only")
     check_available(cfg.model for cfg in configs)  # before any run starts
-    if args.jobs < 1:
+    if args.jobs is not None and args.jobs < 1:
         raise ConfigError(f"--jobs must be a positive integer, got {args.jobs}")
     notebook = Path(args.notebook).resolve()
     if not notebook.is_file():
         raise ConfigError(f"--notebook {args.notebook}: no such notebook")
+    _check_executor_flags(args)
     if args.executor == "slurm":
         return _run_slurm(args, configs, notebook)
-    given = [flag for flag, value in _slurm_flags(args).items() if value not in (None, [], False)]
-    if given:
-        raise ConfigError(f"{given[0]} is an option of --executor slurm")
     progress = _ProgressBar()
     try:
-        outcome = run_grid(configs, force=args.force, jobs=args.jobs, on_event=progress, notebook=notebook)
+        if args.executor == "ray":
+            outcome = _run_ray(args, configs, notebook, progress)
+        else:
+            outcome = run_grid(configs, force=args.force, jobs=args.jobs or 1, on_event=progress, notebook=notebook)
     except GridInterrupted as stop:
         progress.close()
         print(f"interrupted: nothing new was started, {stop.in_flight} run(s) in flight left 'interrupted'; "
@@ -86,20 +86,50 @@ def _cmd_run(args) -> int:
     return 1 if outcome.failed else 0
 
 
-def _slurm_flags(args) -> dict[str, Any]:
-    return {"--partition": args.partition, "--account": args.account, "--gpus-per-run": args.gpus_per_run,
-            "--cpus-per-run": args.cpus_per_run, "--mem": args.mem, "--time-min": args.time_min,
-            "--max-parallel": args.max_parallel, "--slurm-arg": args.slurm_arg, "--wait": args.wait}
+# which executor each option belongs to; any other given with it is one clear error
+EXECUTOR_FLAGS = {"--jobs": ("local",), "--address": ("ray",), "--max-retries": ("ray",),
+                  "--gpus-per-run": ("ray", "slurm"), "--cpus-per-run": ("ray", "slurm"),
+                  "--partition": ("slurm",), "--account": ("slurm",), "--mem": ("slurm",), "--time-min": ("slurm",),
+                  "--max-parallel": ("slurm",), "--slurm-arg": ("slurm",), "--wait": ("slurm",)}
+
+
+def _check_executor_flags(args) -> None:
+    for flag, executors in EXECUTOR_FLAGS.items():
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if value not in (None, [], False) and args.executor not in executors:
+            raise ConfigError(f"{flag} is an option of --executor {' or '.join(executors)}, not {args.executor}")
+    for flag, value, low in (("--gpus-per-run", args.gpus_per_run, 0), ("--cpus-per-run", args.cpus_per_run, 1),
+                             ("--time-min", args.time_min, 1), ("--max-parallel", args.max_parallel, 1),
+                             ("--max-retries", args.max_retries, 0)):
+        if value is not None and value < low:
+            raise ConfigError(f"{flag} must be an integer >= {low}, got {value}")
+
+
+def _run_ray(args, configs, notebook: Path, progress):
+    from .ray_exec import RayResources, run_grid_ray, target_address
+
+    if target_address(args.address) is not None:  # other nodes must find the same folder
+        _require_shared_folder(args)
+    resources = RayResources(address=args.address, cpus_per_run=args.cpus_per_run or 1,
+                             gpus_per_run=args.gpus_per_run or 0,
+                             max_retries=2 if args.max_retries is None else args.max_retries)
+    return run_grid_ray(configs, resources, force=args.force, notebook=notebook, on_event=progress)
+
+
+def _require_shared_folder(args) -> None:
+    """On a cluster the output folder must be the same path on every node: refuse a relative one."""
+    from .params import given_output_dirs
+
+    for given in [args.output_dir] if args.output_dir else sorted(given_output_dirs(args.params)):
+        if not Path(given).is_absolute():
+            raise ConfigError(f"output_dir {given!r} is relative: on a Ray cluster it would name a different folder "
+                              "on each node; pass --output-dir /path/on/shared/storage (a folder every node mounts)")
 
 
 def _run_slurm(args, configs, notebook: Path) -> int:
     from .slurm import Resources, check_cluster, parse_slurm_args, pending, submit, wait
 
     extra = parse_slurm_args(args.slurm_arg)
-    for flag, value, low in (("--gpus-per-run", args.gpus_per_run, 0), ("--cpus-per-run", args.cpus_per_run, 1),
-                             ("--time-min", args.time_min, 1), ("--max-parallel", args.max_parallel, 1)):
-        if value is not None and value < low:
-            raise ConfigError(f"{flag} must be an integer >= {low}, got {value}")
     check_cluster(args.partition)
     todo, kept = pending(configs, force=args.force)
     if not todo:
@@ -133,16 +163,22 @@ def register(sub) -> None:
     p.add_argument("--force", action="store_true", help="rerun finished runs too")
     p.add_argument("--only", action="append", default=[], metavar="KEY=VALUE", help="keep matching runs")
     p.add_argument("--output-dir", help="where run folders go (default: the grid's output_dir)")
-    p.add_argument("--jobs", type=int, default=1, help="runs executed in parallel (default 1)")
+    p.add_argument("--jobs", type=int, help="--executor local: runs executed in parallel (default 1)")
     p.add_argument("--notebook", default=str(TRAIN_NOTEBOOK),
                    help="the training notebook each run executes (default: notebooks/train.ipynb)")
-    p.add_argument("--executor", choices=("local", "slurm"), default="local",
-                   help="local: worker processes here (default); slurm: one job array through submitit")
+    p.add_argument("--executor", choices=("local", "ray", "slurm"), default="local",
+                   help="local: worker processes here (default); ray: Ray tasks, embedded or on a cluster; "
+                        "slurm: one job array through submitit")
+    r = p.add_argument_group("--executor ray or slurm")
+    r.add_argument("--gpus-per-run", type=int, help="GPUs per run (Ray num_gpus; SLURM --gres=gpu:G)")
+    r.add_argument("--cpus-per-run", type=int, help="CPUs per run (also its torch threads; default 1)")
+    r.add_argument("--address", help="ray: the cluster to join (auto, HOST:PORT, ray://HOST:10001; default "
+                                     "RAY_ADDRESS, else an embedded Ray on this machine)")
+    r.add_argument("--max-retries", type=int, help="ray: retries of a run whose worker died (default 2); "
+                                                   "a failed notebook is not retried")
     s = p.add_argument_group("--executor slurm")
     s.add_argument("--partition", help="SLURM partition (required)")
     s.add_argument("--account", help="SLURM account")
-    s.add_argument("--gpus-per-run", type=int, help="GPUs per run (--gres=gpu:G)")
-    s.add_argument("--cpus-per-run", type=int, help="CPUs per run (also its torch threads; default 1)")
     s.add_argument("--mem", help="memory per run, e.g. 16G")
     s.add_argument("--time-min", type=int, help="time limit per run in minutes")
     s.add_argument("--max-parallel", type=int, help="array throttle: at most N runs at a time (%%N)")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shutil
 import signal
 import sys
@@ -17,7 +18,7 @@ from pathlib import Path
 from ..config import RunConfig
 from ..errors import first_line
 from ..results import finish_run, load_record, new_record, unwritable
-from .lease import acquire, read_lease
+from .lease import acquire, is_stale, read_lease
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN_NOTEBOOK = REPO / "notebooks" / "train.ipynb"
@@ -119,7 +120,7 @@ def execute(cfg: RunConfig, *, notebook: Path = TRAIN_NOTEBOOK, timeout_s: int |
         if record is None or record["status"] != "failed":
             record = record if record and record["status"] == "running" else new_record(cfg, status="failed")
             record["status"] = "failed"
-            record["error"] = {"type": err.__class__.__name__, "message": cause(err), "traceback": None}
+            record["error"] = {"type": err.__class__.__name__, "message": cause(err), "traceback": cell_traceback(err)}
             finish_run(run_dir, record)
         raise
     finally:
@@ -132,6 +133,14 @@ def cause(err: BaseException) -> str:
     if ename:
         return f"{ename}: {first_line(Exception(evalue)) if evalue else ''}".rstrip(": ")
     return first_line(err)
+
+
+def cell_traceback(err: BaseException) -> str | None:
+    """The failing cell's traceback as plain text (papermill keeps it with terminal colours)."""
+    lines = getattr(err, "traceback", None)
+    if not lines:
+        return None
+    return re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(map(str, lines)))
 
 
 @dataclass(frozen=True)
@@ -150,18 +159,28 @@ def _mark_interrupted(cfg: RunConfig) -> None:
         finish_run(cfg.run_dir, record)
 
 
-def run_one(cfg: RunConfig, *, notebook: Path = TRAIN_NOTEBOOK, executor: str = "local", force: bool = False,
-            timeout_s: int | None = None) -> RunOutcome:
-    """The one run function: resolved config -> executed notebook -> run record, under the run's lease.
-    A finished run is skipped unless `force`."""
-    if not force and is_done(cfg):
-        return RunOutcome(cfg.run_id, "skipped")
+def next_attempt(cfg: RunConfig) -> int:
+    """1 for a fresh run; one more than the last attempt that a record or a dead holder's lease names."""
     previous = load_record(cfg.run_dir)
     attempt = 1
     if previous is not None and previous["status"] in UNFINISHED:
         attempt = int((previous.get("execution") or {}).get("attempt") or 1) + 1
+    holder = read_lease(cfg.run_dir)
+    if holder is not None and is_stale(holder):  # died before its kernel could write a record
+        attempt = max(attempt, int(holder.get("attempt") or 1) + 1)
+    return attempt
+
+
+def run_one(cfg: RunConfig, *, notebook: Path = TRAIN_NOTEBOOK, executor: str = "local", force: bool = False,
+            timeout_s: int | None = None, task: str | None = None) -> RunOutcome:
+    """The one run function: resolved config -> executed notebook -> run record, under the run's lease.
+    A finished run is skipped unless `force`. `task` names the scheduler's task (kept across its
+    retries): a lease left by the same task is its own dead earlier attempt and is taken over."""
+    if not force and is_done(cfg):
+        return RunOutcome(cfg.run_id, "skipped")
+    attempt = next_attempt(cfg)
     try:
-        lease = acquire(cfg.run_dir, executor=executor, attempt=attempt)
+        lease = acquire(cfg.run_dir, executor=executor, attempt=attempt, task=task)
     except OSError as err:
         return RunOutcome(cfg.run_id, "failed", unwritable(cfg.run_dir, err))
     if lease is None:

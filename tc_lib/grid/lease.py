@@ -117,6 +117,12 @@ def _take_over(path: Path, stale: dict[str, Any]) -> None:
     grave.unlink(missing_ok=True)
 
 
+def _own_retry(current: dict[str, Any], details: dict[str, Any]) -> bool:
+    """The lease was left by an earlier attempt of the same scheduler task (its worker died on another
+    host, where no pid can be checked): a retry may take it over at once."""
+    return details.get("task") is not None and current.get("task") == details["task"]
+
+
 def acquire(run_dir: Path, **details: Any) -> Lease | None:
     """Claim the run; None when a live lease is held by someone else. `details` (executor, attempt, ...)
     are stored in the lease for `status` to show."""
@@ -130,7 +136,7 @@ def acquire(run_dir: Path, **details: Any) -> Lease | None:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             current = read_lease(run_dir)
-            if current is not None and not is_stale(current):
+            if current is not None and not is_stale(current) and not _own_retry(current, details):
                 return None
             if current is not None:
                 logger.info("taking over the stale lease of %s (held by %s pid %s)", run_dir.name,

@@ -29,6 +29,17 @@ class GridOutcome:
     failed: list[tuple[str, str]]
     busy: list[tuple[str, str]] = field(default_factory=list)  # held by another driver
 
+    def add(self, result: RunOutcome) -> None:
+        if result.status == "success":
+            self.succeeded.append(result.run_id)
+        elif result.status == "skipped":
+            self.skipped.append(result.run_id)
+        elif result.status == "busy":
+            self.busy.append((result.run_id, result.message or ""))
+        else:
+            self.failed.append((result.run_id, result.message or ""))
+            logger.info("run %s failed: %s", result.run_id, result.message)
+
 
 class GridInterrupted(KeyboardInterrupt):
     """Ctrl-C stopped the grid; `in_flight` runs were left `interrupted`."""
@@ -85,7 +96,7 @@ def run_grid(configs: Sequence[RunConfig], *, force: bool = False, notebook: Pat
 
     def finish(result: RunOutcome) -> None:
         running.pop(result.run_id).join()
-        _record(outcome, result)
+        outcome.add(result)
         emit("done", {"run_id": result.run_id, "status": result.status,
                       "error": result.message if result.status == "failed" else None})
 
@@ -138,15 +149,3 @@ def _stop(processes: list) -> int:
             p.kill()
             p.join(1)
     return len(processes)
-
-
-def _record(outcome: GridOutcome, result: RunOutcome) -> None:
-    if result.status == "success":
-        outcome.succeeded.append(result.run_id)
-    elif result.status == "skipped":
-        outcome.skipped.append(result.run_id)
-    elif result.status == "busy":
-        outcome.busy.append((result.run_id, result.message or ""))
-    else:
-        outcome.failed.append((result.run_id, result.message or ""))
-        logger.info("run %s failed: %s", result.run_id, result.message)

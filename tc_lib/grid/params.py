@@ -148,6 +148,13 @@ def iter_grid(path: str | Path, *, output_dir: str | None = None) -> Iterator[Ru
                 yield cfg
 
 
+def given_output_dirs(path: str | Path) -> set[str]:
+    """The output folders a grid file names, as written (before resolving against the current directory)."""
+    path = Path(path)
+    return {str(folder) for _, base, axes in _grids(path, read_spec(path))
+            for folder in axes.get("output_dir", [base.get("output_dir", "outputs/runs")])}
+
+
 def load_grid(path: str | Path, *, output_dir: str | None = None) -> list[RunConfig]:
     return list(iter_grid(path, output_dir=output_dir))
 
