@@ -78,3 +78,13 @@ def write_fast_notebook(path: Path) -> Path:
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, path)
     return path
+
+
+def write_fast_grid(folder: Path) -> tuple[Path, Path, Path, Path]:
+    """A grid of four fast runs (seeds 1-4) in `folder`: (params file, notebook, executions log, runs folder)."""
+    notebook = write_fast_notebook(folder / "fast.ipynb")
+    params = folder / "grid.yaml"
+    params.write_text(f"defaults: {{output_dir: {folder / 'runs'}}}\naxes:\n  seed: [1, 2, 3, 4]\n")
+    log = folder / "executions.log"
+    log.touch()
+    return params, notebook, log, folder / "runs"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from planted import write_fast_notebook
+from planted import write_fast_grid
 
 pytestmark = pytest.mark.notebook
 ray = pytest.importorskip("ray")
@@ -78,14 +78,10 @@ def _stop(head: subprocess.Popen) -> None:
 
 @pytest.fixture
 def grid(tmp_path, monkeypatch, cluster):
-    notebook = write_fast_notebook(tmp_path / "fast.ipynb")
-    params = tmp_path / "grid.yaml"
-    params.write_text(f"defaults: {{output_dir: {tmp_path / 'runs'}}}\naxes:\n  seed: [1, 2, 3, 4]\n")
-    log = tmp_path / "executions.log"
-    log.touch()
+    params, notebook, log, runs = write_fast_grid(tmp_path)
     for key, value in {"TC_TEST_LOG": str(log), "TC_TEST_SLEEP": "1", **LOOPBACK, **AUTH}.items():
         monkeypatch.setenv(key, value)
-    return params, notebook, log, tmp_path / "runs"
+    return params, notebook, log, runs
 
 
 def command(params: Path, notebook: Path, *args: str) -> list[str]:

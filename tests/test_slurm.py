@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import slurm_cluster
-from planted import write_fast_notebook
+from planted import write_fast_grid
 
 pytestmark = pytest.mark.notebook
 
@@ -37,14 +37,10 @@ def cluster(tmp_path_factory):
 
 @pytest.fixture
 def grid(tmp_path, cluster, monkeypatch):
-    notebook = write_fast_notebook(tmp_path / "fast.ipynb")
-    params = tmp_path / "grid.yaml"
-    params.write_text(f"defaults: {{output_dir: {tmp_path / 'runs'}}}\naxes:\n  seed: [1, 2, 3, 4]\n")
-    log = tmp_path / "executions.log"
-    log.touch()
+    params, notebook, log, runs = write_fast_grid(tmp_path)
     for key, value in {"TC_TEST_LOG": str(log), "SLURM_CONF": str(cluster.conf), "TC_TEST_SLEEP": "1"}.items():
         monkeypatch.setenv(key, value)
-    return params, notebook, log, tmp_path / "runs"
+    return params, notebook, log, runs
 
 
 def run(params: Path, notebook: Path, *args: str, timeout: float = 150) -> subprocess.CompletedProcess:

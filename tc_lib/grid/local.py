@@ -70,6 +70,17 @@ def _worker_main(cfg: RunConfig, notebook: str, force: bool, parent: int, result
         os._exit(130)  # run_one left the run interrupted and released its lease
 
 
+def plan(configs: Sequence[RunConfig], *, force: bool = False) -> tuple[GridOutcome, list[RunConfig]]:
+    """An outcome that counts the runs already done as skipped (none with `force`), and the runs to execute."""
+    outcome, todo = GridOutcome([], [], []), []
+    for cfg in configs:
+        if not force and is_done(cfg):
+            outcome.skipped.append(cfg.run_id)
+        else:
+            todo.append(cfg)
+    return outcome, todo
+
+
 def run_grid(configs: Sequence[RunConfig], *, force: bool = False, notebook: Path = TRAIN_NOTEBOOK,
              jobs: int = 1, on_event: EventHandler | None = None) -> GridOutcome:
     """Execute every config not already done, `jobs` at a time, each in a fresh worker process; one
@@ -81,13 +92,7 @@ def run_grid(configs: Sequence[RunConfig], *, force: bool = False, notebook: Pat
     from multiprocessing import get_context
 
     emit = on_event or (lambda kind, info: None)
-    outcome = GridOutcome([], [], [])
-    todo = []
-    for cfg in configs:
-        if not force and is_done(cfg):
-            outcome.skipped.append(cfg.run_id)
-        else:
-            todo.append(cfg)
+    outcome, todo = plan(configs, force=force)
     emit("plan", {"total": len(configs), "skipped": len(outcome.skipped), "todo": len(todo), "jobs": jobs})
     threads = max(1, (os.cpu_count() or jobs) // jobs)
     context = get_context("spawn")

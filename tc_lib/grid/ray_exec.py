@@ -22,9 +22,9 @@ from urllib.parse import urlsplit
 from ..config import RunConfig
 from ..errors import ConfigError, TcError, first_line
 from ..results import finish_run, load_record
-from .execute import TRAIN_NOTEBOOK, Interrupted, RunOutcome, is_done, kill_kernels, run_one
+from .execute import TRAIN_NOTEBOOK, Interrupted, RunOutcome, kill_kernels, run_one
 from .lease import is_stale, read_lease
-from .local import EventHandler, GridInterrupted, GridOutcome
+from .local import EventHandler, GridInterrupted, GridOutcome, plan
 
 logger = logging.getLogger(__name__)
 FORWARDED_ENV = ("TC_", "HF_", "TRANSFORMERS_")  # the driver's settings that the runs' kernels need too
@@ -86,6 +86,7 @@ def connect(resources: RayResources):
             ray.init(address=address, **kwargs)
     except Exception as err:  # noqa: BLE001 — ray raises ConnectionError, RuntimeError, ValueError here
         raise TcError(f"cannot start or join Ray{f' at {address}' if address else ''}: {first_line(err)}") from None
+    logger.info("%s Ray: %s", "joined" if address else "started an embedded", ray.cluster_resources())
     return ray
 
 
@@ -135,13 +136,7 @@ def run_grid_ray(configs: Sequence[RunConfig], resources: RayResources, *, force
     cancels the tasks in flight (their runs are left `interrupted`). An embedded Ray is shut down at the
     end; a joined cluster keeps running."""
     emit = on_event or (lambda kind, info: None)
-    outcome = GridOutcome([], [], [])
-    todo = []
-    for cfg in configs:
-        if not force and is_done(cfg):
-            outcome.skipped.append(cfg.run_id)
-        else:
-            todo.append(cfg)
+    outcome, todo = plan(configs, force=force)
     ray = connect(resources)
     try:
         check_resources(ray, resources)
