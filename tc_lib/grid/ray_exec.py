@@ -182,8 +182,12 @@ def _result(ray, ref, cfg: RunConfig, retries: int) -> RunOutcome:
 
 def _cancel(ray, refs: dict) -> int:
     """Cancel the tasks not finished yet, give them a moment to leave their runs interrupted, and count
-    the runs that were executing (queued tasks just vanish)."""
+    the runs that were executing (queued tasks just vanish; runs left interrupted earlier do not count)."""
+    def interrupted() -> set[str]:
+        return {cfg.run_id for cfg in refs.values() if (load_record(cfg.run_dir) or {}).get("status") == "interrupted"}
+
+    before = interrupted()
     for ref in refs:
         ray.cancel(ref)
     ray.wait(list(refs), num_returns=len(refs), timeout=CANCEL_GRACE_S)
-    return sum(1 for cfg in refs.values() if (load_record(cfg.run_dir) or {}).get("status") == "interrupted")
+    return len(interrupted() - before)
