@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -50,6 +51,7 @@ def cluster():
         yield f"127.0.0.1:{port}"
     finally:
         _stop(head)
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def _answers(port: int) -> bool:
