@@ -1,7 +1,11 @@
-"""Planting run records with known values (no training): the report and export tests read these."""
+"""Planting run records with known values (no training), which the report and export tests read; grids
+of fast notebook runs for the executor tests, and the helpers that read and wait for them."""
 
 from __future__ import annotations
 
+import json
+import socket
+import time
 from pathlib import Path
 
 from tc_lib.config import RunConfig
@@ -88,3 +92,27 @@ def write_fast_grid(folder: Path) -> tuple[Path, Path, Path, Path]:
     log = folder / "executions.log"
     log.touch()
     return params, notebook, log, folder / "runs"
+
+
+def events(log: Path, kind: str) -> list[list[str]]:
+    """The fast notebook's log lines of one kind (start | end), split: kind, run id, pid, time[, devices]."""
+    return [line.split() for line in log.read_text().splitlines() if line.startswith(kind + " ")]
+
+
+def records(runs: Path) -> dict[str, dict]:
+    return {d.name: json.loads((d / "metrics.json").read_text()) for d in runs.iterdir()
+            if (d / "metrics.json").is_file()}
+
+
+def wait_for(predicate, timeout: float = 120, every: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(every)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 (for the servers the tests start there)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

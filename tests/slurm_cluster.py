@@ -12,6 +12,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from planted import free_port
+
 DAEMONS = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "sinfo", "squeue", "scancel")
 NODE = "tcnode"
 PARTITION = "debug"
@@ -25,12 +27,6 @@ def missing() -> str | None:
     if os.geteuid() != 0:
         return "a test SLURM needs root (slurmd and mknod)"
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Cluster:
@@ -50,8 +46,8 @@ class Cluster:
                 os.mknod(device, 0o666 | 0o020000, os.makedev(195, i))  # a character device, as gres.conf wants
         (r / "gres.conf").write_text(f"NodeName={NODE} Name=gpu File={r / 'dev'}/nvidia[0-{self.gpus - 1}]\n")
         self.conf.write_text("\n".join([
-            "ClusterName=tc", "SlurmctldHost=localhost(127.0.0.1)", f"SlurmctldPort={_free_port()}",
-            f"SlurmdPort={_free_port()}", "SlurmUser=root", "SlurmdUser=root", "AuthType=auth/munge",
+            "ClusterName=tc", "SlurmctldHost=localhost(127.0.0.1)", f"SlurmctldPort={free_port()}",
+            f"SlurmdPort={free_port()}", "SlurmUser=root", "SlurmdUser=root", "AuthType=auth/munge",
             f"AuthInfo=socket={r / 'munge.socket'}", "CredType=cred/munge", "ProctrackType=proctrack/linuxproc",
             "TaskPlugin=task/none", "GresTypes=gpu", "SchedulerType=sched/backfill", "SelectType=select/cons_tres",
             "SelectTypeParameters=CR_Core", "ReturnToService=2", "MpiDefault=none",

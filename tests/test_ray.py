@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -19,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from planted import write_fast_grid
+from planted import events, free_port, records, wait_for, write_fast_grid
+from tc_lib.grid.lease import _pid_alive as alive
 
 pytestmark = pytest.mark.notebook
 ray = pytest.importorskip("ray")
@@ -28,12 +28,6 @@ RAY = Path(sys.executable).with_name("ray")
 LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
 # the cluster's token, given to its drivers (not ~/.ray/auth_token, which other Rays on this machine share)
 AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -99,29 +93,6 @@ def start(params: Path, notebook: Path, *args: str) -> subprocess.Popen:
                             text=True, start_new_session=True)
 
 
-def events(log: Path, kind: str) -> list[list[str]]:
-    return [line.split() for line in log.read_text().splitlines() if line.startswith(kind + " ")]
-
-
-def records(runs: Path) -> dict[str, dict]:
-    return {d.name: json.loads((d / "metrics.json").read_text()) for d in runs.iterdir()
-            if (d / "metrics.json").is_file()}
-
-
-def wait_for(predicate, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
-
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
 def parent(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
@@ -163,7 +134,7 @@ def test_a_killed_worker_is_retried_and_its_kernel_dies_with_it(grid, cluster, m
     monkeypatch.setenv("TC_TEST_SLEEP", "5")
     driver = start(params, notebook, "--address", cluster, "--only", "seed=1")
     try:
-        wait_for(lambda: events(log, "start"))
+        wait_for(lambda: events(log, "start"), timeout=60)
         kernel = int(events(log, "start")[0][2])
         os.kill(parent(kernel), signal.SIGKILL)  # the Ray worker that runs papermill
         killed = time.monotonic()

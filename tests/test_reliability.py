@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from planted import write_fast_notebook
+from planted import wait_for, write_fast_notebook
 from tc_lib import errors
 from tc_lib.config import RunConfig
 from tc_lib.grid import execute, lease, load_grid
@@ -186,13 +186,6 @@ def start_driver(grid: Path, *args: str) -> subprocess.Popen:
 
 def lines(log: Path, kind: str) -> list[str]:
     return [line.split()[1] for line in log.read_text().splitlines() if line.startswith(kind + " ")]
-
-
-def wait_for(predicate, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
 
 
 def alive(pid: int) -> bool:

@@ -5,7 +5,6 @@ under TC_REQUIRE_SLURM=1 (.ci/run sets it)."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import slurm_cluster
-from planted import write_fast_grid
+from planted import events, records, wait_for, write_fast_grid
 
 pytestmark = pytest.mark.notebook
 
@@ -47,15 +46,6 @@ def run(params: Path, notebook: Path, *args: str, timeout: float = 150) -> subpr
     return subprocess.run([sys.executable, "-m", "tc_lib", "run", str(params), "--notebook", str(notebook),
                            "--executor", "slurm", "--partition", slurm_cluster.PARTITION, *args],
                           capture_output=True, text=True, timeout=timeout)
-
-
-def events(log: Path, kind: str) -> list[list[str]]:
-    return [line.split() for line in log.read_text().splitlines() if line.startswith(kind + " ")]
-
-
-def records(runs: Path) -> dict[str, dict]:
-    return {d.name: json.loads((d / "metrics.json").read_text()) for d in runs.iterdir()
-            if (d / "metrics.json").is_file()}
 
 
 def test_a_job_array_runs_every_run_throttled_with_one_gpu_each(grid, monkeypatch):
@@ -113,17 +103,11 @@ def test_scancel_of_a_running_task_is_finished_by_the_next_run_exactly_once(grid
     out = run(params, notebook, "--max-parallel", "2")
     assert out.returncode == 0, out.stderr
     job = out.stdout.split("submitted job array ")[1].split(":")[0]
-    deadline = time.monotonic() + 90
-    while len(events(log, "start")) < 1:
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    wait_for(lambda: events(log, "start"), timeout=90, every=0.2)
     victim = events(log, "start")[0]
     task = (runs / victim[1] / "slurm_task").read_text().strip()
     assert cluster.run("scancel", task).returncode == 0
-    deadline = time.monotonic() + 120
-    while not cluster.idle():
-        assert time.monotonic() < deadline
-        time.sleep(0.5)
+    wait_for(cluster.idle, timeout=120, every=0.5)
     killed = records(runs)[victim[1]]
     # SIGTERM reaches the kernel first: the task records `failed` (kernel died), or it is killed before it
     # can and the record stays `running` with a stale lease; either way it is not done

@@ -150,12 +150,12 @@ class RunOutcome:
     message: str | None = None
 
 
-def _mark_interrupted(cfg: RunConfig) -> None:
+def mark_stopped(cfg: RunConfig, status: str, message: str) -> None:
+    """A `running` record whose kernel is gone gets the status (interrupted | failed) and the reason."""
     record = load_record(cfg.run_dir)
     if record is not None and record["status"] == "running":
-        record["status"] = "interrupted"
-        record["error"] = {"type": "Interrupted", "message": "stopped by the user; run the grid again to finish it",
-                           "traceback": None}
+        record["status"] = status
+        record["error"] = {"type": status.capitalize(), "message": message, "traceback": None}
         finish_run(cfg.run_dir, record)
 
 
@@ -192,9 +192,9 @@ def run_one(cfg: RunConfig, *, notebook: Path = TRAIN_NOTEBOOK, executor: str = 
         os.environ.update(TC_EXECUTOR=executor, TC_ATTEMPT=str(attempt))  # the kernel inherits them
         execute(cfg, notebook=notebook, timeout_s=timeout_s)
         return RunOutcome(cfg.run_id, "success")
-    except Interrupted:
+    except (Interrupted, KeyboardInterrupt):  # SIGTERM to a local worker, ray.cancel in a Ray task
         kill_kernels()
-        _mark_interrupted(cfg)
+        mark_stopped(cfg, "interrupted", "stopped by the user; run the grid again to finish it")
         raise
     except Exception as err:  # noqa: BLE001 — a failed run is an outcome, not a crash of the grid
         return RunOutcome(cfg.run_id, "failed", cause(err))

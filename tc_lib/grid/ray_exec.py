@@ -21,8 +21,8 @@ from urllib.parse import urlsplit
 
 from ..config import RunConfig
 from ..errors import ConfigError, TcError, first_line
-from ..results import finish_run, load_record
-from .execute import TRAIN_NOTEBOOK, Interrupted, RunOutcome, kill_kernels, run_one
+from ..results import load_record
+from .execute import TRAIN_NOTEBOOK, RunOutcome, mark_stopped, run_one
 from .lease import is_stale, read_lease
 from .local import EventHandler, GridInterrupted, GridOutcome, plan
 
@@ -104,7 +104,8 @@ def check_resources(ray, resources: RayResources) -> None:
 
 def _task(config: dict, notebook_text: str, force: bool) -> tuple[str, str, str | None]:
     """A Ray task, on a worker: the run function on a copy of the driver's notebook (worker nodes need
-    tc_lib installed, not the driver's checkout). A cancelled task leaves its run `interrupted`."""
+    tc_lib installed, not the driver's checkout). ray.cancel raises KeyboardInterrupt here, and run_one
+    then leaves the run `interrupted`."""
     import ray
 
     cfg = RunConfig.from_dict(config)
@@ -112,22 +113,8 @@ def _task(config: dict, notebook_text: str, force: bool) -> tuple[str, str, str 
     with tempfile.TemporaryDirectory(prefix="tc_ray_") as folder:
         notebook = Path(folder) / "train.ipynb"
         notebook.write_text(notebook_text, encoding="utf-8")
-        try:
-            outcome = run_one(cfg, notebook=notebook, executor="ray", force=force, task=task)
-        except (KeyboardInterrupt, Interrupted):  # ray.cancel: stop the kernel, leave the run resumable
-            kill_kernels()
-            _leave(cfg, "interrupted", "cancelled; run the grid again to finish it")
-            raise
+        outcome = run_one(cfg, notebook=notebook, executor="ray", force=force, task=task)
     return outcome.run_id, outcome.status, outcome.message
-
-
-def _leave(cfg: RunConfig, status: str, message: str) -> None:
-    """A `running` record whose holder is gone gets the status that says why."""
-    record, lease = load_record(cfg.run_dir), read_lease(cfg.run_dir)
-    if record is not None and record["status"] == "running" and (lease is None or is_stale(lease)):
-        record["status"] = status
-        record["error"] = {"type": status.capitalize(), "message": message, "traceback": None}
-        finish_run(cfg.run_dir, record)
 
 
 def run_grid_ray(configs: Sequence[RunConfig], resources: RayResources, *, force: bool = False,
@@ -176,7 +163,9 @@ def _result(ray, ref, cfg: RunConfig, retries: int) -> RunOutcome:
         message = first_line(err.cause if isinstance(err.cause, BaseException) else err)
     except ray.exceptions.RayError as err:  # the worker died on every attempt, or its node was lost
         message = f"Ray task died {retries + 1} times ({err.__class__.__name__}); run the grid again to retry it"
-    _leave(cfg, "failed", message)
+    lease = read_lease(cfg.run_dir)
+    if lease is None or is_stale(lease):  # nobody holds the run any more: its record says why it stopped
+        mark_stopped(cfg, "failed", message)
     return RunOutcome(cfg.run_id, "failed", message)
 
 
