@@ -44,7 +44,7 @@ report: venv sysdeps
 	$(MAKE) --no-print-directory outputs/memory/memory.json
 	$(PY) -m tc_lib report --pdf --params $(PARAMS)
 
-# The report's memory records: estimates and a measured validation (~2 min), redone when the estimator changes.
+# The report's memory records: estimates and a measured validation (~1 min), redone when the estimator changes.
 outputs/memory/memory.json: $(wildcard tc_lib/memory/*.py) $(wildcard tc_lib/memory/model_configs/*.json) | venv
 	$(PY) -m tc_lib memory validate --out outputs/memory
 

@@ -5,7 +5,8 @@ fresh head, restaurant_sup test, 1,120 examples):
   (b) the HF Trainer's default evaluation: `Trainer.predict` in file order, batch 8 (its default).
 
 Prints examples/s of each (best of --repeats), the ratio a/b and the torch thread count, and asserts
-identical predictions. Target: a/b >= 3. Run: `OMP_NUM_THREADS=1 .venv/bin/python bench/eval_speed.py`.
+identical predictions. Target: a/b >= 3. Also prints the tokens each way computes (padding included)
+per real token: their quotient is what batching alone can gain, the rest must come from faster compute. Run: `OMP_NUM_THREADS=1 .venv/bin/python bench/eval_speed.py`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,13 @@ def best_of(repeats: int, fn):
         result = fn()
         times.append(time.perf_counter() - start)
     return min(times), result
+
+
+def padded_per_real(lengths: np.ndarray, batch_size: int) -> float:
+    """Tokens computed (every batch padded to its longest member) per real token."""
+    padded = sum(int(lengths[i:i + batch_size].max()) * len(lengths[i:i + batch_size])
+                 for i in range(0, len(lengths), batch_size))
+    return padded / int(lengths.sum())
 
 
 def main() -> None:
@@ -54,12 +62,16 @@ def main() -> None:
         t_trainer, out = best_of(args.repeats, lambda: trainer.predict(test).predictions)
     reference = np.argmax(out, axis=-1)
     print(f"threads {torch.get_num_threads()}, {len(test)} test examples of {args.dataset}")
-    print(f"(b) Trainer default evaluation (file order, batch 8): {len(test) / t_trainer:8.1f} ex/s")
+    lengths = np.array([len(ids) for ids in test["input_ids"]])
+    print(f"(b) Trainer default evaluation (file order, batch 8): {len(test) / t_trainer:8.1f} ex/s   "
+          f"{padded_per_real(lengths, 8):.2f} tokens computed per real token")
     for batch_size in args.batch_sizes:
+        sorted_waste = padded_per_real(np.sort(lengths, kind="stable"), batch_size)
         t_ours, logits = best_of(args.repeats, lambda: predict(model, test, collator=collator, batch_size=batch_size))
         assert (np.argmax(logits, axis=-1) == reference).all(), "predictions differ"
         print(f"(a) tc_lib.evaluate, batch {batch_size:>3}: {len(test) / t_ours:8.1f} ex/s   "
-              f"a/b = {t_trainer / t_ours:.2f}x   identical predictions")
+              f"a/b = {t_trainer / t_ours:.2f}x   identical predictions   {sorted_waste:.2f} tokens per real token "
+              f"(padding bound on a/b: {padded_per_real(lengths, 8) / sorted_waste:.2f}x)")
 
 
 if __name__ == "__main__":

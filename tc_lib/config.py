@@ -19,6 +19,7 @@ SELECTIONS = ("last", "dev")
 TORCH_DTYPES = ("float32", "bfloat16")  # the dtype the model is loaded in (transformers' torch_dtype)
 MIXED_PRECISIONS = ("no", "bf16", "fp16")  # autocast over whatever the weights are (accelerate's word)
 SAVE_WEIGHTS = ("peft", "all", "none")
+CLASS_WEIGHTS = ("none", "balanced")  # balanced: n / (k * count_c) from the run's training labels (sklearn's rule)
 DEFAULT_LEARNING_RATE = {name: method.learning_rate for name, method in METHODS.items()}
 # Fields that say where and how fast a run executes, not what it computes: left out of run_id.
 EXECUTION_FIELDS = ("output_dir", "num_threads", "report_to")
@@ -26,6 +27,9 @@ REPORT_TO = ("none", "tensorboard", "mlflow")  # the HF Trainer's loggers; their
 # An arm is a configuration minus its seed: the runs whose scores are averaged and compared.
 ARM_EXCLUDED = ("seed", *EXECUTION_FIELDS)
 DATA_SEED_FOLLOWS = "seed"  # data_seed: seed -> the subsample / few-shot draw / dev carve vary with seed
+# Fields added after records existed, left out of run_id and arm at this value: earlier runs keep their
+# ids and arms, and a record without the field reads as this value.
+LATER_FIELDS = {"class_weights": "none"}
 # Fields of earlier versions: a config that still uses one gets an error naming what replaced it.
 RENAMED = {
     "precision": "'precision' was split into torch_dtype (float32 | bfloat16: the dtype the weights are "
@@ -51,6 +55,7 @@ class RunConfig:
     group_by_length: bool = True  # batches of similar length (less padding); batch order stays random
     warmup_ratio: float = 0.06
     weight_decay: float = 0.01
+    class_weights: str = "none"  # none | balanced: training loss weighted against the class imbalance
     lora_r: int = OPTION_DEFAULTS["lora_r"]
     lora_alpha: int = OPTION_DEFAULTS["lora_alpha"]
     lora_dropout: float = OPTION_DEFAULTS["lora_dropout"]
@@ -150,7 +155,7 @@ class RunConfig:
         out = self.to_dict()
         for key in EXECUTION_FIELDS:
             out.pop(key)
-        return out
+        return _without_neutral(out)
 
     @property
     def config_hash(self) -> str:
@@ -166,7 +171,11 @@ class RunConfig:
 
 def arm_fields(config: Mapping[str, Any]) -> dict[str, Any]:
     """The fields of a config (RunConfig.to_dict(), or a record's "config") that define its arm."""
-    return {key: value for key, value in config.items() if key not in ARM_EXCLUDED}
+    return _without_neutral({key: value for key, value in config.items() if key not in ARM_EXCLUDED})
+
+
+def _without_neutral(config: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in config.items() if LATER_FIELDS.get(key, object()) != value}
 
 
 def arm_id_of(config: Mapping[str, Any]) -> str:
@@ -206,6 +215,7 @@ def _validate(cfg: RunConfig) -> None:
     _check(cfg.mixed_precision in MIXED_PRECISIONS, "mixed_precision", " | ".join(MIXED_PRECISIONS),
            cfg.mixed_precision)
     _check(cfg.report_to in REPORT_TO, "report_to", " | ".join(REPORT_TO), cfg.report_to)
+    _check(cfg.class_weights in CLASS_WEIGHTS, "class_weights", " | ".join(CLASS_WEIGHTS), cfg.class_weights)
     _check(cfg.save_weights in SAVE_WEIGHTS, "save_weights", " | ".join(SAVE_WEIGHTS), cfg.save_weights)
     _check(isinstance(cfg.group_by_length, bool), "group_by_length", "true or false", cfg.group_by_length)
     _check(_is_int(cfg.seed) and cfg.seed >= 0, "seed", "an integer >= 0", cfg.seed)

@@ -33,3 +33,14 @@ def majority_floor(*, labels: Sequence[int], num_classes: int) -> dict:
     scores = classification_metrics(labels=labels, predictions=np.full(len(labels), majority),
                                     num_classes=num_classes)
     return {"majority_class": majority, "accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"]}
+
+
+def balanced_class_weights(*, labels: Sequence[int], num_classes: int) -> list[float]:
+    """Loss weights n / (k * count_c) over the k classes present in `labels` (scikit-learn's "balanced",
+    the rule LogisticRegression(class_weight="balanced") applies); 0 for a class with no example."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    present = np.unique(np.asarray(labels, dtype=np.int64))
+    weights = np.zeros(num_classes)
+    weights[present] = compute_class_weight("balanced", classes=present, y=np.asarray(labels))
+    return weights.tolist()

@@ -20,13 +20,14 @@ C = 10.0
 NGRAMS = (1, 2)
 
 
-def _pipeline(seed: int):
+def _pipeline(seed: int, class_weights: str):
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
 
     return make_pipeline(TfidfVectorizer(ngram_range=NGRAMS, sublinear_tf=True, min_df=1),
-                         LogisticRegression(max_iter=2000, C=C, random_state=seed))
+                         LogisticRegression(max_iter=2000, C=C, random_state=seed,
+                                            class_weight="balanced" if class_weights == "balanced" else None))
 
 
 def reference_splits(cfg: RunConfig) -> tuple[dict, list[str], int]:
@@ -44,7 +45,7 @@ def run_reference(cfg: RunConfig, run_dir: Path, record: dict[str, Any], started
 
     splits, names, split_size = reference_splits(cfg)
     describe_data(cfg, record, splits, names, split_size)
-    model = _pipeline(cfg.seed)
+    model = _pipeline(cfg.seed, cfg.class_weights)
     record["timing"]["setup_s"] = round(time.perf_counter() - started, 3)
     started = time.perf_counter()
     model.fit(list(splits["train"]["text"]), list(splits["train"]["labels"]))

@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from .config import DATA_SEED_FOLLOWS, arm_id_of
+from .config import DATA_SEED_FOLLOWS, LATER_FIELDS, arm_id_of
 from .results import read_record
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ def _arm_id(rec: dict[str, Any]) -> str:
 
 
 def _row(run_dir: Path, rec: dict[str, Any]) -> dict[str, Any]:
-    cfg, metrics = rec["config"], rec.get("metrics") or {}
+    cfg, metrics = {**LATER_FIELDS, **rec["config"]}, rec.get("metrics") or {}
     floor = (rec.get("data") or {}).get("majority_floor") or {}
     params, timing, memory = rec.get("params") or {}, rec["timing"], rec["memory"]
     dataset = cfg["dataset"] if isinstance(cfg["dataset"], str) else "+".join(cfg["dataset"])

@@ -21,7 +21,7 @@ from .data import carve_splits, data_root, files_for, get_dataset, label_names
 from .errors import ConfigError, TcError
 from .evaluate import evaluate
 from .methods import REFERENCES
-from .metrics import majority_floor
+from .metrics import balanced_class_weights, majority_floor
 from .models import build_model, load_tokenizer, save_weights
 from .results import RunResult, finish_run, process_age_s, start_run, unwritable, write_history
 
@@ -174,6 +174,24 @@ def _training_args(cfg: RunConfig, output_dir: str, run_dir: Path):
     )
 
 
+def _loss_function(cfg: RunConfig, labels: list[int], num_classes: int, record: dict[str, Any]):
+    """The Trainer's compute_loss_func: cross-entropy weighted by class_weights (None: the model's own
+    unweighted loss). Evaluation losses stay unweighted, comparable across runs."""
+    if cfg.class_weights == "none":
+        return None
+    import torch
+
+    weights = balanced_class_weights(labels=labels, num_classes=num_classes)
+    record["data"]["class_weights"] = [round(w, 6) for w in weights]
+    weight = torch.tensor(weights, dtype=torch.float32)
+
+    def weighted_cross_entropy(outputs, labels, num_items_in_batch=None):
+        logits = outputs.logits.float()
+        return torch.nn.functional.cross_entropy(logits, labels, weight=weight.to(logits.device))
+
+    return weighted_cross_entropy
+
+
 def _run(cfg: RunConfig, run_dir: Path, record: dict[str, Any], started: float) -> None:
     import torch
     from transformers import DataCollatorWithPadding, PrinterCallback, set_seed
@@ -197,7 +215,9 @@ def _run(cfg: RunConfig, run_dir: Path, record: dict[str, Any], started: float) 
     with tempfile.TemporaryDirectory(prefix="tc_trainer_") as scratch:
         trainer = _trainer_class(recorder)(model=model, args=_training_args(cfg, scratch, run_dir), train_dataset=train,
                                            eval_dataset=eval_sets, data_collator=collator,
-                                           callbacks=[recorder.callback(run_dir)])
+                                           callbacks=[recorder.callback(run_dir)],
+                                           compute_loss_func=_loss_function(cfg, list(train["labels"]), len(names),
+                                                                            record))
         trainer.remove_callback(PrinterCallback)
         trainer.train()
 

@@ -152,9 +152,10 @@ def tiny_family(tmp_path_factory, tiny_bert) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def memory_records(tmp_path_factory) -> Path:
-    """memory.json as `memory validate` writes it, for the one setting the report's answer needs."""
+    """memory.json as `memory validate` writes it (one process per model), for both 3B models at the
+    one shape the report's answer needs."""
     from tc_lib.memory.records import write_records
 
     out = tmp_path_factory.mktemp("memory")
-    write_records(out, models=("open_llama_3b",), shapes=((1, 2048),))
+    write_records(out, models=("open_llama_3b", "llama-3.2-3b"), shapes=((1, 2048),), jobs=2)
     return out

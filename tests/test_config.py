@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from tc_lib.config import DEFAULT_LEARNING_RATE, RunConfig
+from tc_lib.config import DEFAULT_LEARNING_RATE, RunConfig, arm_id_of
 from tc_lib.errors import ConfigError
 
 INVALID = {
@@ -15,7 +15,7 @@ INVALID = {
     "weight_decay": -0.1, "lora_r": 0, "lora_alpha": "16", "lora_dropout": 1.0, "peft_target_modules": [], "ia3_feedforward_modules": [""],
     "adapter_config": "prefix_tuning", "adapter_reduction_factor": 0, "selection": "test", "dev_fraction": 0.0,
     "max_train_samples": 0, "data_seed": "x", "torch_dtype": "float16", "mixed_precision": "fp8", "save_weights": "some", "output_dir": "",
-    "num_threads": 0, "group_by_length": "yes", "report_to": "wandb",
+    "num_threads": 0, "group_by_length": "yes", "report_to": "wandb", "class_weights": "inverse",
 }
 
 
@@ -58,6 +58,15 @@ def test_run_id_readable_stable_and_path_safe():
     assert cfg.run_id != RunConfig(**{**cfg.to_dict(), "epochs": 4}).run_id
     # where a run is written and how many threads it uses do not change what it computes
     assert cfg.run_id == RunConfig(**{**cfg.to_dict(), "output_dir": "/elsewhere", "num_threads": 2}).run_id
+
+
+def test_a_later_field_at_its_neutral_value_keeps_earlier_ids():
+    cfg = RunConfig(dataset="acl_sup", method="lora", seed=2)
+    earlier = {k: v for k, v in cfg.to_dict().items() if k != "class_weights"}  # a record from before the field
+    assert "class_weights" not in cfg.identity() and arm_id_of(earlier) == cfg.arm_id
+    weighted = RunConfig(**{**cfg.to_dict(), "class_weights": "balanced"})
+    assert weighted.run_id != cfg.run_id and weighted.arm_id != cfg.arm_id
+    assert weighted.identity()["class_weights"] == "balanced"
 
 
 def test_lists_become_tuples():

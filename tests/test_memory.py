@@ -220,6 +220,18 @@ def test_segments_add_up_to_the_peak_and_the_practitioners_row_is_its_own_replay
     assert fp32["peak"] > 1.6 * lora["peak"]  # the fp32 base: frozen weights twice as large, plus their casts
 
 
+def test_records_built_in_parallel_equal_the_serial_estimates(memory_records):
+    from tc_lib.memory import answer
+    from tc_lib.memory.records import practice_rows, read_records
+
+    data, problem = read_records(memory_records)
+    assert problem is None and [r["model"] for r in data["practice"]] == ["open_llama_3b"] * 14 + ["llama-3.2-3b"] * 14
+    serial = answer.practice(models=("open_llama_3b",), shapes=((1, 2048),))
+    parallel = practice_rows(data)[:14]
+    assert [r["breakdown"] for r in parallel] == [r["breakdown"] for r in serial]
+    assert len(data["validation"]) == 6 and all(abs(r["error %"]) < 0.1 for r in data["validation"])
+
+
 def test_cli_plot_has_one_bar_per_setting(tmp_path):
     out = _cli("--model", "open_llama_3b", "--compare", "--seq-len", "128", "--plot", str(tmp_path / "m.svg"))
     assert out.returncode == 0, out.stderr

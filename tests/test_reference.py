@@ -9,7 +9,7 @@ import pytest
 
 from tc_lib import train
 from tc_lib.config import RunConfig
-from tc_lib.reference import reference_splits
+from tc_lib.reference import _pipeline, reference_splits
 from tc_lib.results import load_record
 
 
@@ -44,3 +44,7 @@ def test_reference_run_writes_the_common_record(real_data, tmp_path):
     assert len(history) == 1 and history[0]["test"]["macro_f1"] == record["metrics"]["macro_f1"]
     again = train.train_and_evaluate(replace(cfg, output_dir=str(tmp_path / "again")))
     assert again.record["metrics"]["confusion_matrix"] == record["metrics"]["confusion_matrix"]
+    # class_weights: balanced is logistic regression's own class_weight="balanced", like the encoders' loss
+    weighted = train.train_and_evaluate(replace(cfg, class_weights="balanced", output_dir=str(tmp_path / "w")))
+    assert _pipeline(1, "balanced")[-1].class_weight == "balanced" and _pipeline(1, "none")[-1].class_weight is None
+    assert weighted.record["metrics"]["confusion_matrix"] != record["metrics"]["confusion_matrix"]

@@ -32,10 +32,20 @@ def test_shipped_grids_expand():
     quick = runner.load_grid(REPO / "params" / "quick.yaml")
     lrs = {(c.method, c.learning_rate) for c in quick}
     assert lrs == {("full", 3e-4), ("lora", 5e-3), ("adapter", 5e-3), ("tfidf_lr", None)}
+    weighted = {(c.dataset, c.class_weights) for c in quick}  # the imbalanced two, encoders and reference alike
+    assert weighted == {("restaurant_sup", "balanced"), ("acl_sup", "balanced"), ("agnews_sup", "none")}
+    assert {(c.dataset, c.epochs) for c in quick if c.method != "tfidf_lr"} == {
+        ("restaurant_sup", 3), ("acl_sup", 3), ("agnews_sup", 2)}
     reference = {c.max_train_samples for c in quick if c.method == "tfidf_lr"}
     assert reference == {256, None} and {c.max_train_samples for c in quick if c.method != "tfidf_lr"} == {256}
     paper = runner.load_grid(REPO / "params" / "paper.yaml")
     assert {c.model for c in paper if c.method != "full"} == {"roberta-base"}
+
+
+@pytest.mark.parametrize("pilot", sorted((REPO / "params" / "pilots").glob("*.yaml")), ids=lambda p: p.stem)
+def test_pilots_choose_on_dev_never_on_test(pilot):
+    configs = runner.load_grid(pilot)
+    assert configs and {c.selection for c in configs} == {"dev"}
 
 
 @pytest.mark.parametrize("text,pattern", [

@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -45,6 +46,32 @@ def test_each_method_learns_and_writes_a_record(tiny_bert, synthetic_data, tmp_p
         assert rec["timing"][key] > 0
     assert rec["memory"]["peak_rss_mb"] > 50 and rec["environment"]["packages"]["torch"].startswith("2.13")
     assert json.loads((result.run_dir / "config.json").read_text())["method"] == method
+
+
+def test_balanced_class_weights_weight_the_training_loss(tiny_bert, synthetic_data, tmp_path):
+    from sklearn.utils.class_weight import compute_class_weight
+
+    cfg = tiny_cfg(tiny_bert, tmp_path, method="lora", epochs=1, class_weights="balanced")
+    record = {"data": {}}
+    labels = [0, 0, 0, 0, 1, 2, 2, 0]
+    loss = train._loss_function(cfg, labels, 3, record)
+    weights = compute_class_weight("balanced", classes=np.arange(3), y=np.array(labels))
+    assert record["data"]["class_weights"] == pytest.approx(weights.tolist(), abs=1e-6)
+    logits = torch.randn(len(labels), 3)
+    per_example = -torch.log_softmax(logits, dim=-1)[range(len(labels)), labels]
+    w = torch.tensor(weights, dtype=torch.float32)[labels]
+    by_hand = (w * per_example).sum() / w.sum()
+    assert loss(type("Out", (), {"logits": logits})(), torch.tensor(labels)).item() == pytest.approx(by_hand.item())
+    assert train._loss_function(tiny_cfg(tiny_bert, tmp_path), labels, 3, {"data": {}}) is None
+    # end to end: the weights come from the run's own training labels and change what is learned
+    weighted = json.loads((train.train_and_evaluate(cfg).run_dir / "metrics.json").read_text())
+    plain = json.loads((train.train_and_evaluate(tiny_cfg(tiny_bert, tmp_path, method="lora", epochs=1))
+                        .run_dir / "metrics.json").read_text())
+    counts = weighted["data"]["train_label_counts"]
+    expected = [sum(counts) / (len(counts) * c) for c in counts]
+    assert weighted["data"]["class_weights"] == pytest.approx(expected, abs=1e-6)
+    assert "class_weights" not in plain["data"] and weighted["run_id"] != plain["run_id"]
+    assert weighted["metrics"]["loss"] != plain["metrics"]["loss"]
 
 
 def test_parameter_counts(tiny_bert, synthetic_data, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 from ..errors import ConfigError
 from ..methods import ADAPTER_CONFIGS, METHODS
@@ -61,6 +62,8 @@ def _cmd_validate(args) -> int:
 
     from .records import write_records
 
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs must be a positive integer, got {args.jobs}")
     out = Path(args.out)
     try:  # before minutes of estimates: a folder that cannot take the file fails now
         out.mkdir(parents=True, exist_ok=True)
@@ -68,7 +71,7 @@ def _cmd_validate(args) -> int:
         (out / ".write-test").unlink()
     except OSError as err:
         raise ConfigError(f"--out {args.out}: cannot write memory.json there ({err.strerror or err})") from None
-    path = write_records(out)
+    path = write_records(out, jobs=args.jobs)
     data = json.loads(path.read_text(encoding="utf-8"))
     worst = max(abs(r["error %"]) for r in data["validation"])
     print(f"{path}: {len(data['practice'])} practitioner settings estimated; {len(data['validation'])} measured "
@@ -123,6 +126,8 @@ def register(sub) -> None:
     p.add_argument("action", nargs="?", choices=("estimate", "validate"), default="estimate",
                    help="estimate (default): print one estimate; validate: write <--out>/memory.json for the report")
     p.add_argument("--out", default="outputs/memory", help="with validate: where memory.json goes")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                   help="with validate: processes for the estimates (default: one per CPU core)")
     p.add_argument("--model", default="open_llama_3b",
                    help=f"shipped config ({', '.join(shipped_models())}), a local config.json, or a hub id")
     p.add_argument("--method", choices=list(METHODS), default="full")

@@ -165,6 +165,7 @@ def _simulate(model: Any, config: Any, setup: Setup) -> dict[str, Any]:
 
     def free(key: int) -> None:
         state["current"] -= live.pop(key, 0)
+        casts.discard(key)  # a freed cast's address may be reused by an activation: not a cast then
 
     class Follow(TorchDispatchMode):
         """Counts every new storage an op creates until it is freed; notes autocast's weight casts."""

@@ -1,5 +1,5 @@
 """Memory records: `python -m tc_lib memory validate` computes the practitioners' table (estimates,
-~2 min on a CPU) and the CPU validation (a measured training step on small LLaMA- and BERT-shaped
+~1 min on a 2-core CPU) and the CPU validation (a measured training step on small LLaMA- and BERT-shaped
 models) once, and writes <out>/memory.json; the report only reads that file."""
 
 from __future__ import annotations
@@ -46,19 +46,36 @@ def validation_rows() -> list[dict[str, Any]]:
     return rows
 
 
-def build_records(*, models: Sequence[str] = MODELS, shapes: Sequence[tuple[int, int]] = SHAPES) -> dict[str, Any]:
-    """The practitioners' rows for `models` × `shapes` (the report needs open_llama_3b at 1×2048), the
-    foreach-AdamW and `accelerate estimate-memory` comparisons, and the measured validation."""
-    from ..results import environment, now
+def _practice_rows(models: tuple[str, ...], shapes: tuple[tuple[int, int], ...]) -> list[dict[str, Any]]:
     from .answer import practice
 
-    rows = [{**{k: v for k, v in r.items() if k != "breakdown"}, "breakdown": r["breakdown"].to_dict()}
-            for r in practice(tuple(models), tuple(shapes))]
+    return [{**{k: v for k, v in r.items() if k != "breakdown"}, "breakdown": r["breakdown"].to_dict()}
+            for r in practice(models, shapes)]
+
+
+def build_records(*, models: Sequence[str] = MODELS, shapes: Sequence[tuple[int, int]] = SHAPES,
+                  jobs: int = 1) -> dict[str, Any]:
+    """The practitioners' rows for `models` × `shapes` (the report needs open_llama_3b at 1×2048), the
+    foreach-AdamW and `accelerate estimate-memory` comparisons, and the measured validation. With
+    jobs > 1 each model's estimates run in a process of their own (the estimates are deterministic)."""
+    from ..results import environment, now
+
+    if jobs > 1 and len(models) > 1:
+        from concurrent.futures import ProcessPoolExecutor
+        from multiprocessing import get_context
+
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+            parts = [pool.submit(_practice_rows, (model,), tuple(shapes)) for model in models]
+            validation = pool.submit(validation_rows)
+            rows = [row for part in parts for row in part.result()]
+            validation = validation.result()
+    else:
+        rows, validation = _practice_rows(tuple(models), tuple(shapes)), validation_rows()
     foreach = estimate("open_llama_3b", method="full", batch_size=1, seq_len=2048, optimizer="adamw")
     return {"schema": SCHEMA, "created_at": now(), "environment": environment(), "practice": rows,
             "foreach_full_peak": foreach.peak,
             "accelerate_estimate": accelerate_estimate("open_llama_3b", half_precision=True),
-            "validation": validation_rows()}
+            "validation": validation}
 
 
 def write_records(out_dir: Path, **kwargs: Any) -> Path:
