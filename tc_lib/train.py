@@ -175,8 +175,10 @@ def _training_args(cfg: RunConfig, output_dir: str, run_dir: Path):
 
 
 def _loss_function(cfg: RunConfig, labels: list[int], num_classes: int, record: dict[str, Any]):
-    """The Trainer's compute_loss_func: cross-entropy weighted by class_weights (None: the model's own
-    unweighted loss). Evaluation losses stay unweighted, comparable across runs."""
+    """The Trainer's compute_loss_func: cross-entropy weighted by class_weights, PyTorch's weighted mean
+    per batch (None: the model's own unweighted loss). A run is one process on one device, so the
+    Trainer's num_items_in_batch (for losses summed across devices) is not needed. Evaluation losses
+    stay unweighted, comparable across runs."""
     if cfg.class_weights == "none":
         return None
     import torch

@@ -16,7 +16,7 @@ from tc_lib.config import RunConfig
 from tc_lib.results import SCHEMA_VERSION
 from tc_lib.runs import read_history, read_runs
 
-PEFT_LR = {"full": 2e-3, "lora": 1e-2, "adapter": 1e-2}  # 5e-3 diverges for full on some seeds
+PEFT_LR = {"full": 2e-3, "lora": 5e-3, "adapter": 1e-2}  # 5e-3 diverges for full, 1e-2 for LoRA, on some seeds or CPUs
 
 
 def tiny_cfg(tiny_bert, tmp_path, **overrides) -> RunConfig:
