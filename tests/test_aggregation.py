@@ -43,6 +43,19 @@ def test_two_arms_of_one_method_are_two_rows_never_pooled(tmp_path):
     assert sorted(settings["学习率 LR"]) == ["1e-4", "5e-5"] and sorted(settings["轮数 Epochs"]) == ["2", "3"]
 
 
+def test_arms_that_differ_in_class_weights_are_labelled_and_shown(tmp_path):
+    plant_grid(tmp_path, {("minilm", "full"): [0.5, 0.6, 0.7]}, class_weights="balanced", **ACL)
+    plant_grid(tmp_path, {("minilm", "full"): [0.2, 0.3, 0.4]}, **ACL)
+    report = _report(tmp_path)
+    assert sorted(report.arms["label"]) == ["class_weights=balanced", "class_weights=none"]
+    settings = tables.settings_table(report.arms, report.runs)
+    assert sorted(settings["类别权重 Class weights (class_weights)"]) == ["balanced", "none"]
+    # the reference is compared with the encoder arm weighted as it is, not with the better one
+    plant_grid(tmp_path, {("tfidf", "tfidf_lr"): [0.45]}, **ACL)
+    lines = "\n".join(tables_lines(_report(tmp_path)))
+    assert "the best encoder arm (`minilm` · 全量微调 full [class_weights=none], 0.3000) 不及 does not beat" in lines
+
+
 def test_a_rerun_of_one_arm_and_seed_counts_once_newest_first(tmp_path):
     cfg = RunConfig(model="minilm", method="lora", seed=1, output_dir=str(tmp_path), **ACL)
     plant_run(tmp_path, cfg, 0.40, folder="old-copy", finished_at="2026-01-01T00:00:00+00:00")

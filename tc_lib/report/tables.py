@@ -14,6 +14,9 @@ METRIC_NAMES = {"loss": "损失 Loss", "accuracy": "准确率 Accuracy", "micro_
 # Settings every arm shows (besides the fields in which arms differ): what a reader needs to judge a number.
 SETTING_COLUMNS = {"epochs": "轮数 Epochs", "learning_rate": "学习率 LR", "train_batch_size": "批大小 Batch",
                    "max_seq_length": "最大长度 Max len", "selection": "选择 Selection"}
+# Titles of the settings table's extra columns (fields in which arms differ); others show the field name.
+EXTRA_TITLES = {"class_weights": "类别权重 Class weights (class_weights)",
+                "max_train_samples": "训练子集 Subsample (max_train_samples)"}
 METHOD_RANK = {name: i for i, name in enumerate([*METHODS, *REFERENCES])}  # full, PEFT methods, references
 SHOWN_ELSEWHERE = {"dataset", "model", "method", *SETTING_COLUMNS, "torch_dtype", "mixed_precision", "data_seed",
                    *COMPANIONS["method"]}
@@ -52,7 +55,7 @@ def settings_table(arm_frame: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
         row["数据种子 Data seed"] = data_seed_rule(cfg)
         row["方法设置 Method settings"] = method_settings(cfg, targets.iloc[0] if len(targets) else None)
         for field in extra:
-            row[field] = fmt_value(cfg.get(field), field)
+            row[EXTRA_TITLES.get(field, field)] = fmt_value(cfg.get(field), field)
         rows.append(row)
     return pd.DataFrame(rows)
 
