@@ -50,8 +50,11 @@ def prepare_splits(cfg: RunConfig):
 
 
 def describe_data(cfg: RunConfig, record: dict[str, Any], splits: dict, names: list[str], split_size: int) -> None:
-    """The record's data section: sizes, the train label counts, the majority floor and the files."""
+    """The record's data section: sizes, the train label counts, the majority floor, the files and, with
+    class_weights: balanced, the weights the training loss (or logistic regression) gives each class."""
     train_labels, test_labels = list(splits["train"]["labels"]), list(splits["test"]["labels"])
+    if cfg.class_weights == "balanced":
+        record["data"]["class_weights"] = balanced_class_weights(labels=train_labels, num_classes=len(names))
     record["data"].update(label_names=names, train_size=len(train_labels), test_size=len(test_labels),
                           train_split_size=split_size, data_seed=cfg.effective_data_seed,
                           train_label_counts=np.bincount(train_labels, minlength=len(names)).tolist(),
@@ -174,18 +177,16 @@ def _training_args(cfg: RunConfig, output_dir: str, run_dir: Path):
     )
 
 
-def _loss_function(cfg: RunConfig, labels: list[int], num_classes: int, record: dict[str, Any]):
-    """The Trainer's compute_loss_func: cross-entropy weighted by class_weights, PyTorch's weighted mean
-    per batch (None: the model's own unweighted loss). A run is one process on one device, so the
-    Trainer's num_items_in_batch (for losses summed across devices) is not needed. Evaluation losses
-    stay unweighted, comparable across runs."""
-    if cfg.class_weights == "none":
+def _loss_function(class_weights: list[float] | None):
+    """The Trainer's compute_loss_func: cross-entropy weighted per class, PyTorch's weighted mean per
+    batch (None: the model's own unweighted loss). A run is one process on one device, so the Trainer's
+    num_items_in_batch (for losses summed across devices) is not needed. Evaluation losses stay
+    unweighted, comparable across runs."""
+    if class_weights is None:
         return None
     import torch
 
-    weights = balanced_class_weights(labels=labels, num_classes=num_classes)
-    record["data"]["class_weights"] = [round(w, 6) for w in weights]
-    weight = torch.tensor(weights, dtype=torch.float32)
+    weight = torch.tensor(class_weights, dtype=torch.float32)
 
     def weighted_cross_entropy(outputs, labels, num_items_in_batch=None):
         logits = outputs.logits.float()
@@ -218,8 +219,7 @@ def _run(cfg: RunConfig, run_dir: Path, record: dict[str, Any], started: float) 
         trainer = _trainer_class(recorder)(model=model, args=_training_args(cfg, scratch, run_dir), train_dataset=train,
                                            eval_dataset=eval_sets, data_collator=collator,
                                            callbacks=[recorder.callback(run_dir)],
-                                           compute_loss_func=_loss_function(cfg, list(train["labels"]), len(names),
-                                                                            record))
+                                           compute_loss_func=_loss_function(record["data"].get("class_weights")))
         trainer.remove_callback(PrinterCallback)
         trainer.train()
 

@@ -159,6 +159,7 @@ def test_cli_bad_input(tmp_path):
                           (("--model", str(bad)), "hidden_size 100 is not divisible by num_attention_heads 3"),
                           (("--batch-size", "0"), "--batch-size must be a positive integer"),
                           (("--seq-len", "-5"), "--seq-len must be a positive integer"),
+                          (("validate", "--jobs", "0", "--out", str(tmp_path)), "--jobs must be a positive integer"),
                           (("--mixed-precision", "fp8"), "invalid choice: 'fp8'"),
                           (("--precision", "amp_bf16"), "--precision was split into --torch-dtype"),
                           (("--flash",), "unrecognized arguments: --flash")]:

@@ -48,3 +48,6 @@ def test_reference_run_writes_the_common_record(real_data, tmp_path):
     weighted = train.train_and_evaluate(replace(cfg, class_weights="balanced", output_dir=str(tmp_path / "w")))
     assert _pipeline(1, "balanced")[-1].class_weight == "balanced" and _pipeline(1, "none")[-1].class_weight is None
     assert weighted.record["metrics"]["confusion_matrix"] != record["metrics"]["confusion_matrix"]
+    counts = weighted.record["data"]["train_label_counts"]  # the weights LR gave each class, in its record
+    assert weighted.record["data"]["class_weights"] == pytest.approx([256 / (6 * c) for c in counts])
+    assert "class_weights" not in record["data"]

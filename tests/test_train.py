@@ -51,18 +51,20 @@ def test_each_method_learns_and_writes_a_record(tiny_bert, synthetic_data, tmp_p
 def test_balanced_class_weights_weight_the_training_loss(tiny_bert, synthetic_data, tmp_path):
     from sklearn.utils.class_weight import compute_class_weight
 
+    from tc_lib.metrics import balanced_class_weights
+
     cfg = tiny_cfg(tiny_bert, tmp_path, method="lora", epochs=1, class_weights="balanced")
-    record = {"data": {}}
     labels = [0, 0, 0, 0, 1, 2, 2, 0]
-    loss = train._loss_function(cfg, labels, 3, record)
+    ours = balanced_class_weights(labels=labels, num_classes=3)
+    loss = train._loss_function(ours)
     weights = compute_class_weight("balanced", classes=np.arange(3), y=np.array(labels))
-    assert record["data"]["class_weights"] == pytest.approx(weights.tolist(), abs=1e-6)
+    assert ours == pytest.approx(weights.tolist(), abs=1e-6)
     logits = torch.randn(len(labels), 3)
     per_example = -torch.log_softmax(logits, dim=-1)[range(len(labels)), labels]
     w = torch.tensor(weights, dtype=torch.float32)[labels]
     by_hand = (w * per_example).sum() / w.sum()
     assert loss(type("Out", (), {"logits": logits})(), torch.tensor(labels)).item() == pytest.approx(by_hand.item())
-    assert train._loss_function(tiny_cfg(tiny_bert, tmp_path), labels, 3, {"data": {}}) is None
+    assert train._loss_function(None) is None
     # end to end: the weights come from the run's own training labels and change what is learned
     weighted = json.loads((train.train_and_evaluate(cfg).run_dir / "metrics.json").read_text())
     plain = json.loads((train.train_and_evaluate(tiny_cfg(tiny_bert, tmp_path, method="lora", epochs=1))
