@@ -74,14 +74,27 @@ def _cmd_validate(args) -> int:
     path = write_records(out, jobs=args.jobs)
     data = json.loads(path.read_text(encoding="utf-8"))
     worst = max(abs(r["error %"]) for r in data["validation"])
+    modelled = [abs(r["error %"]) for r in data["ledger"] if r["error %"] is not None]
     print(f"{path}: {len(data['practice'])} practitioner settings estimated; {len(data['validation'])} measured "
-          f"validations, largest error {worst:.3f} %")
+          f"validations, largest error {worst:.3f} %; ledger of {len(data['ledger'])} published figures, "
+          f"{len(modelled)} modelled" + (f", largest error {max(modelled):.1f} %" if modelled else "")
+          + " (`memory ledger` shows them)")
+    return 0
+
+
+def _cmd_ledger(args) -> int:
+    from .ledger import LEDGER_FILE, format_ledger, ledger_rows
+
+    rows = ledger_rows(args.ledger or LEDGER_FILE)
+    print(json.dumps(rows, indent=2, ensure_ascii=False) if args.json else format_ledger(rows))
     return 0
 
 
 def _cmd_memory(args) -> int:
     if args.action == "validate":
         return _cmd_validate(args)
+    if args.action == "ledger":
+        return _cmd_ledger(args)
     if args.precision is not None:
         raise ConfigError("--precision was split into --torch-dtype (float32 | bfloat16: the dtype the weights "
                           "are loaded in) and --mixed-precision (no | bf16 | fp16); amp_bf16 = --torch-dtype float32 "
@@ -123,8 +136,11 @@ def _cmd_memory(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser("memory", help="estimate the GPU memory of one training step; `memory validate` writes the "
                                       "report's memory records (estimates + a measured CPU validation)")
-    p.add_argument("action", nargs="?", choices=("estimate", "validate"), default="estimate",
-                   help="estimate (default): print one estimate; validate: write <--out>/memory.json for the report")
+    p.add_argument("action", nargs="?", choices=("estimate", "validate", "ledger"), default="estimate",
+                   help="estimate (default): print one estimate; validate: write <--out>/memory.json for the report; "
+                        "ledger: published CUDA measurements beside the estimate of the same kind")
+    p.add_argument("--ledger", metavar="FILE", help="with ledger: another ledger file (default: the shipped "
+                                                    "tc_lib/memory/published.yaml)")
     p.add_argument("--out", default="outputs/memory", help="with validate: where memory.json goes")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                    help="with validate: processes for the estimates (default: one per CPU core)")

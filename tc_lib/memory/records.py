@@ -14,7 +14,7 @@ from .estimate import Breakdown, accelerate_estimate, estimate
 from .setup import Setup
 
 FILE_NAME = "memory.json"
-SCHEMA = 1
+SCHEMA = 2  # 2: the calibration ledger (tc_lib.memory.ledger)
 
 
 def validation_rows() -> list[dict[str, Any]]:
@@ -56,9 +56,11 @@ def _practice_rows(models: tuple[str, ...], shapes: tuple[tuple[int, int], ...])
 def build_records(*, models: Sequence[str] = MODELS, shapes: Sequence[tuple[int, int]] = SHAPES,
                   jobs: int = 1) -> dict[str, Any]:
     """The practitioners' rows for `models` × `shapes` (the report needs open_llama_3b at 1×2048), the
-    foreach-AdamW and `accelerate estimate-memory` comparisons, and the measured validation. With
+    foreach-AdamW and `accelerate estimate-memory` comparisons, the measured validation and the
+    calibration ledger (published CUDA figures beside the estimate). With
     jobs > 1 each model's estimates run in a process of their own (the estimates are deterministic)."""
     from ..results import environment, now
+    from .ledger import ledger_rows
 
     if jobs > 1 and len(models) > 1:
         from concurrent.futures import ProcessPoolExecutor
@@ -66,16 +68,16 @@ def build_records(*, models: Sequence[str] = MODELS, shapes: Sequence[tuple[int,
 
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
             parts = [pool.submit(_practice_rows, (model,), tuple(shapes)) for model in models]
-            validation = pool.submit(validation_rows)
+            validation, ledger = pool.submit(validation_rows), pool.submit(ledger_rows)
             rows = [row for part in parts for row in part.result()]
-            validation = validation.result()
+            validation, ledger = validation.result(), ledger.result()
     else:
-        rows, validation = _practice_rows(tuple(models), tuple(shapes)), validation_rows()
+        rows, validation, ledger = _practice_rows(tuple(models), tuple(shapes)), validation_rows(), ledger_rows()
     foreach = estimate("open_llama_3b", method="full", batch_size=1, seq_len=2048, optimizer="adamw")
     return {"schema": SCHEMA, "created_at": now(), "environment": environment(), "practice": rows,
             "foreach_full_peak": foreach.peak,
             "accelerate_estimate": accelerate_estimate("open_llama_3b", half_precision=True),
-            "validation": validation}
+            "validation": validation, "ledger": ledger}
 
 
 def write_records(out_dir: Path, **kwargs: Any) -> Path:

@@ -80,6 +80,7 @@ def memory_section(memory_dir: Path) -> None:
        f"状态（bf16 时 8 字节/参数），不含激活、autocast 副本与优化器临时量，且 LoRA 与全量相同。 It counts "
        f"weights, gradients and Adam states from the parameter count alone (8 bytes/parameter for bf16), with no "
        f"activations, autocast copies or step temporaries, and gives LoRA the same number as full fine-tuning.")
+    ledger_section(data.get("ledger") or [])
     md("### 公式与假设 · Formula and assumptions\n\n"
        "记号 Symbols: W 权重 weights, G 梯度 gradients, O 优化器状态 optimizer states, T 优化器步临时量 step "
        "temporaries, C autocast 权重副本 weight copies, A 为反向保存的激活 activations saved for backward, "
@@ -104,3 +105,48 @@ def memory_section(memory_dir: Path) -> None:
        f"最大误差 {validation['error %'].abs().max():.2f} %。  \nMeasured on CPU (peak of live tensor storages "
        f"over steady-state steps) against the estimate; largest error {validation['error %'].abs().max():.2f} %.")
     table(shown.fillna(""))
+
+
+def ledger_summary(rows: list[dict]) -> str:
+    """The ledger's verdict, computed from its rows (bilingual)."""
+    modelled = [r for r in rows if r["not_modelled"] is None]
+    if not modelled:
+        return "账本中没有可比较的条目 The ledger has no like-for-like entry."
+    parts = []
+    for kind in dict.fromkeys(r["kind"] for r in modelled):
+        errors = [r["error %"] for r in modelled if r["kind"] == kind]
+        parts.append(f"{kind}: {min(errors):+.1f} … {max(errors):+.1f} % ({len(errors)})")
+    worst = [r["id"] for r in modelled if abs(r["error %"]) > 10]
+    text = (f"{len(rows)} 个发表值中 {len(modelled)} 个可同口径比较 Of {len(rows)} published figures, "
+            f"{len(modelled)} are like-for-like and estimated — " + "; ".join(parts) + f". "
+            f"{len(rows) - len(modelled)} 个未建模（原因见表） not modelled (reasons in the table).")
+    if worst:
+        text += f" **误差超过 10 % Off by more than 10 %:** {', '.join(worst)}."
+    return text
+
+
+def ledger_section(rows: list[dict]) -> None:
+    from ..memory.ledger import ALLOCATOR_SLACK
+
+    md("### 可信程度：与发表的 CUDA 实测对照 · How far to trust it: published CUDA measurements\n\n"
+       "估计器在 CPU 上与实测一致，但 CUDA 上的数字来自他人发表的测量（`tc_lib/memory/published.yaml`，"
+       "`python -m tc_lib memory ledger`）：每个条目按其来源代码的口径估计——步间平均已分配 = W+G+O（+ 训练循环"
+       "保留的 outputs：logits 与 KV 缓存），峰值 = 最长序列下的峰值，保留 (reserved) = 峰值 × "
+       f"{1 + ALLOCATOR_SLACK:.2f}（分配器余量，未按本表拟合）。  \n"
+       "The estimator matches CPU measurements; on CUDA it is held against published figures, each estimated "
+       "as the source's own code measured it — an allocated average as W + G + O (+ the outputs the loop keeps: "
+       "logits and KV cache), a peak at the longest allowed sequence, a reserved peak × "
+       f"{1 + ALLOCATOR_SLACK:.2f} allocator slack (stated, not fitted). " + ledger_summary(rows))
+    if not rows:
+        return
+    shown = pd.DataFrame([{
+        "条目 Entry": r["id"], "来源 Source": f"{r['project']}: {r['path']} @ {str(r['commit'])[:12]}",
+        "硬件 Hardware": r["hardware"], "设置 Setting": r["setting"], "口径 Kind": r["kind"],
+        "发表 Published": r["published_as"] if r["published_as"].split()[-1] != "bytes"
+        else f"{r['published'] / 1e9:.2f} GB",
+        "估计 Estimated": "—" if r["estimated"] is None else f"{r['estimated'] / 1e9:.2f} GB",
+        "误差 Error %": "" if r["error %"] is None else f"{r['error %']:+.1f}",
+        "主导项 Dominant terms / 未建模原因 why not modelled": r["not_modelled"] or ", ".join(
+            f"{name} {nbytes / 1e9:.1f} GB" for name, nbytes in r["dominant"])} for r in rows])
+    table(shown, caption="发表的 CUDA 显存实测与同口径估计（GB = 10⁹ 字节，来源的单位）· Published CUDA memory "
+                         "figures beside the estimate of the same kind (GB = 10⁹ bytes, as the sources print)")
