@@ -95,6 +95,9 @@ def test_html_has_exact_numbers(built_report):
     assert re.search(r"acl_sup</strong>: 最佳臂 best arm = <code>mpnet</code> · 全量微调 full", html)
     assert "p (Holm)" in html and "设置 · Settings" in html and 'href="results.xlsx"' in html
     assert "largest error" in html  # the memory validation, read from memory.json
+    # the calibration ledger under the 3B answer: published CUDA figures, their estimate and the verdict
+    assert "How far to trust it" in html and "peft-llama3b-lora-r32-peak" in html and "T5 encoder-decoder" in html
+    assert re.search(r"peak reserved: \+5\.\d … \+9\.\d % \(4\)", html)
 
 
 def test_html_in_headless_chromium(built_report, tmp_path):
