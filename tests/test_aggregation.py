@@ -216,8 +216,12 @@ def test_export_and_memory_validate_cli(tmp_path):
     out = _cli("export", "--runs", str(tmp_path / "runs"), "--csv", str(tmp_path / "r.csv"))
     assert out.returncode == 0 and out.stdout.strip() == str(tmp_path / "r.csv")
     assert len(pd.read_csv(tmp_path / "r.csv")) == 2
+    (tmp_path / "empty").mkdir()  # a fresh clone's outputs/runs before any grid ran
     for args, pattern in ((["export", "--runs", str(tmp_path / "runs")], "give --csv PATH and/or --xlsx PATH"),
                           (["export", "--runs", str(tmp_path / "none"), "--csv", "x.csv"], "no runs folder"),
+                          (["export", "--runs", str(tmp_path / "empty"), "--csv", "x.csv"], "no successful run records"),
+                          (["report", "--runs", str(tmp_path / "empty"), "--out", str(tmp_path / "out")],
+                           "no successful run records; run a grid first"),
                           (["memory", "validate", "--out", "/proc/tc-no-such"], "--out /proc/tc-no-such: cannot write")):
         out = _cli(*args)
         lines = out.stderr.strip().splitlines()

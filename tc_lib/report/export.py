@@ -10,6 +10,7 @@ from typing import Sequence
 import pandas as pd
 
 from .. import arms as arm_lib
+from ..errors import TcError
 from ..runs import current_runs, read_runs
 from . import stats
 
@@ -69,7 +70,14 @@ def handin_table(runs: pd.DataFrame, arm_frame: pd.DataFrame, *, metrics: Sequen
 
 def export_tables(runs_dir: str | Path, *, params: Sequence[str | Path] = ()) -> dict[str, pd.DataFrame]:
     """{"runs", "arms", "hand-in"} from the current successful runs under runs_dir."""
-    current, _ = current_runs(select_runs(read_runs(runs_dir), params))
+    runs = select_runs(read_runs(runs_dir), params)
+    current, _ = current_runs(runs)
+    if current.empty:  # nothing to tabulate: say so rather than fail deep in the aggregation
+        which = " of the given --params" if params else ""
+        others = f" ({len(runs)} record(s){which}, none a success: `python -m tc_lib status` shows why)" if len(runs) \
+            else ""
+        raise TcError(f"{runs_dir}: no successful run records{which}{others}; run a grid first "
+                      "(python -m tc_lib run params/quick.yaml)")
     arm_frame = arm_lib.arms(current)
     summary = stats.aggregate(current)
     return {"runs": runs_table(current, arm_frame), "arms": arms_table(summary, arm_frame),
