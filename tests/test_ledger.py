@@ -124,6 +124,18 @@ def test_bad_entries_name_the_entry_and_field(tmp_path, change, message):
     assert message in str(err.value) and path in str(err.value)
 
 
+def test_an_entry_the_estimator_refuses_is_named(tmp_path):
+    """Errors raised while estimating (an unknown model, a bad method option) name the file and entry."""
+    from tc_lib.memory.ledger import ledger_rows
+
+    entry = _planted(tmp_path, "peak allocated")
+    entry["setting"]["options"] = {"lora_r": 4, "adapter_config": "seq_bn"}
+    path = _write(tmp_path, [entry])
+    with pytest.raises(ConfigError, match="entry planted-peak-allocated: .*do not apply to method 'lora'") as err:
+        ledger_rows(path)
+    assert str(err.value).startswith(path)
+
+
 def test_bad_yaml_names_the_line(tmp_path):
     path = tmp_path / "broken.yaml"
     path.write_text("entries:\n  - id: a\n    source: [unclosed\n", encoding="utf-8")

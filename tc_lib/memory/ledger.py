@@ -217,10 +217,16 @@ def ledger_rows(path: Path | str = LEDGER_FILE) -> list[dict[str, Any]]:
         row = {"id": e.id, "project": e.source["project"], "path": e.source["path"], "commit": e.source["commit"],
                "hardware": e.hardware, "model": e.setting["model"], "method": e.setting["method"],
                "setting": setting_text(e.setting), "kind": e.kind,
-               "published": e.published_bytes, "published_as": f"{e.value:g} {e.unit}", "how": e.how,
+               "published": e.published_bytes, "published_as": f"{e.value:g} {e.unit}",
+               # how tables show it: the source's own unit, raw bytes as decimal GB (as the sources print)
+               "published_shown": f"{e.value:g} {e.unit}" if e.unit != "bytes" else gb(e.published_bytes),
+               "how": e.how,
                "estimated": None, "error %": None, "phase": None, "dominant": [], "not_modelled": e.not_modelled}
         if e.not_modelled is None:
-            result = estimate_entry(e)
+            try:
+                result = estimate_entry(e)
+            except ConfigError as err:  # an unknown model or a bad method option: name the entry too
+                raise ConfigError(f"{path}: entry {e.id}: {err}") from None
             terms = sorted(result["terms"].items(), key=lambda kv: -kv[1])
             row.update(estimated=result["estimated"], phase=result["phase"],
                        **{"error %": 100 * (result["estimated"] - e.published_bytes) / e.published_bytes},
@@ -229,10 +235,8 @@ def ledger_rows(path: Path | str = LEDGER_FILE) -> list[dict[str, Any]]:
     return rows
 
 
-def _shown(nbytes: float, row: dict[str, Any]) -> str:
-    # decimal GB, as the sources print them (peft's raw bytes too); a GiB source keeps its own unit
-    return row["published_as"] if row["published_as"].endswith("GiB") and nbytes == row["published"] \
-        else f"{nbytes / 1e9:.2f} GB"
+def gb(nbytes: float) -> str:
+    return f"{nbytes / 1e9:.2f} GB"
 
 
 def format_ledger(rows: list[dict[str, Any]]) -> str:
@@ -240,10 +244,10 @@ def format_ledger(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         if r["not_modelled"] is None:
             dominant = ", ".join(f"{name} {nbytes / 1e9:.1f}" for name, nbytes in r["dominant"])
-            lines.append(f"{r['id']:<36}{r['kind']:<19}{_shown(r['published'], r):>12}{_shown(r['estimated'], r):>12}"
+            lines.append(f"{r['id']:<36}{r['kind']:<19}{r['published_shown']:>12}{gb(r['estimated']):>12}"
                          f"{r['error %']:>+8.1f}%  {dominant}")
         else:
-            lines.append(f"{r['id']:<36}{r['kind']:<19}{_shown(r['published'], r):>12}{'—':>12}{'':>9}  not modelled")
+            lines.append(f"{r['id']:<36}{r['kind']:<19}{r['published_shown']:>12}{'—':>12}{'':>9}  not modelled")
     lines.append("")
     lines += [f"not modelled: {r['id']}: {r['not_modelled']}" for r in rows if r["not_modelled"] is not None]
     lines.append(f"(peak reserved = estimated peak × {1 + ALLOCATOR_SLACK:.2f} allocator slack; torch's reserved "

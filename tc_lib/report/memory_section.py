@@ -126,7 +126,7 @@ def ledger_summary(rows: list[dict]) -> str:
 
 
 def ledger_section(rows: list[dict]) -> None:
-    from ..memory.ledger import ALLOCATOR_SLACK
+    from ..memory.ledger import ALLOCATOR_SLACK, gb
 
     md("### 可信程度：与发表的 CUDA 实测对照 · How far to trust it: published CUDA measurements\n\n"
        "估计器在 CPU 上与实测一致，但 CUDA 上的数字来自他人发表的测量（`tc_lib/memory/published.yaml`，"
@@ -142,9 +142,7 @@ def ledger_section(rows: list[dict]) -> None:
     shown = pd.DataFrame([{
         "条目 Entry": r["id"], "来源 Source": f"{r['project']}: {r['path']} @ {str(r['commit'])[:12]}",
         "硬件 Hardware": r["hardware"], "设置 Setting": r["setting"], "口径 Kind": r["kind"],
-        "发表 Published": r["published_as"] if r["published_as"].split()[-1] != "bytes"
-        else f"{r['published'] / 1e9:.2f} GB",
-        "估计 Estimated": "—" if r["estimated"] is None else f"{r['estimated'] / 1e9:.2f} GB",
+        "发表 Published": r["published_shown"], "估计 Estimated": "—" if r["estimated"] is None else gb(r["estimated"]),
         "误差 Error %": "" if r["error %"] is None else f"{r['error %']:+.1f}",
         "主导项 Dominant terms / 未建模原因 why not modelled": r["not_modelled"] or ", ".join(
             f"{name} {nbytes / 1e9:.1f} GB" for name, nbytes in r["dominant"])} for r in rows])
