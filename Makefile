@@ -40,7 +40,10 @@ test: venv sysdeps
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q
 
 report: venv sysdeps
-	$(PY) -m tc_lib run $(PARAMS) --jobs $(JOBS) || echo "note: some runs failed; the report lists them"
+	@# exit 2: the preflight (data, models, kernel, folder, device) stopped the grid before any run — stop here;
+	@# exit 1: some runs failed — the report lists them
+	$(PY) -m tc_lib run $(PARAMS) --jobs $(JOBS); rc=$$?; \
+	  if [ $$rc = 1 ]; then echo "note: some runs failed; the report lists them"; elif [ $$rc != 0 ]; then exit $$rc; fi
 	$(MAKE) --no-print-directory outputs/memory/memory.json
 	$(PY) -m tc_lib report --pdf --params $(PARAMS)
 

@@ -1,4 +1,4 @@
-"""`python -m tc_lib {data,train,models,run,status,report,memory} ...` — the one place that parses arguments and prints.
+"""`python -m tc_lib {data,train,models,run,status,report,memory,predict,export-model} ...` — the one place that parses arguments and prints.
 
 Each command lives beside what it drives and registers itself with `register(subparsers)`."""
 
@@ -14,6 +14,10 @@ from .errors import TcError, first_line
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)  # `--gpus` must never be read as `--gpus-per-run`
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> None:  # one line, exit 2 — no usage dump
         print(f"error: {self.prog}: {message}", file=sys.stderr)
         raise SystemExit(2)
@@ -148,6 +152,7 @@ def _register_models(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import inference_command
     from .grid import command as grid_command
     from .grid import status as grid_status
     from .memory import command as memory_command
@@ -157,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "report and memory estimates.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for register in (_register_data, _register_train, _register_models, grid_command.register, grid_status.register,
-                     report_command.register, memory_command.register):
+                     report_command.register, memory_command.register, inference_command.register):
         register(sub)
     return parser
 

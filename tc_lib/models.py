@@ -97,6 +97,26 @@ def resolve_model(name: str) -> str:
     return name
 
 
+def check_model(name: str) -> str:
+    """Where `name` will be loaded from, found without loading it; ConfigError when it cannot be had."""
+    if name == "minilm":
+        return str(minilm_dir())
+    if name == "mpnet":
+        for part in MPNET_PARTS:
+            _mpnet_part(part)
+        return f"packages {MPNET_PARTS[0]} … {MPNET_PARTS[-1][-3:]}, reassembled into {cache_dir() / 'all-mpnet-base-v2'}"
+    if model_cache.is_hub_id(name):
+        path = model_cache.cached(name)
+        if path is not None:
+            return str(path)
+        model_cache.check_reachable(name)
+        return f"the hub ({name}, downloaded into {model_cache.model_dir()} by the first run)"
+    if not (Path(name).expanduser() / "config.json").is_file():
+        raise ConfigError(f"model {name!r}: no model folder there (no config.json); registry names: "
+                          f"{', '.join(REGISTRY)}, or a hub id")
+    return str(Path(name).expanduser().resolve())
+
+
 def _from_pretrained(loader: Any, name: str, **kwargs: Any) -> Any:
     try:
         return loader.from_pretrained(resolve_model(name), trust_remote_code=False, **kwargs)

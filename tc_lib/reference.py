@@ -18,6 +18,7 @@ from .results import write_history
 SEP = " [SEP] "  # joins aspect and sentence of the pair datasets; a token of its own for TF-IDF
 C = 10.0
 NGRAMS = (1, 2)
+REFERENCE_FILE = "model.joblib"  # the fitted pipeline, under the run's weights/
 
 
 def _pipeline(seed: int, class_weights: str):
@@ -64,6 +65,16 @@ def run_reference(cfg: RunConfig, run_dir: Path, record: dict[str, Any], started
     record["metrics"] = row["test"]
     record["timing"].update(train_time_s=round(train_time, 3), eval_time_s=round(eval_time, 3),
                             train_samples_per_s=round(len(splits["train"]) / max(train_time, 1e-9), 3))
+    record["weights_dir"] = str(_save(model, run_dir / "weights")) if cfg.save_weights != "none" else None
+
+
+def _save(model, directory: Path) -> Path:
+    """The fitted pipeline (a few MB), for tc_lib.inference.predict."""
+    import joblib
+
+    directory.mkdir(parents=True, exist_ok=True)
+    joblib.dump(model, directory / REFERENCE_FILE)
+    return directory
 
 
 def _scores(model, split, num_classes: int) -> dict[str, Any]:

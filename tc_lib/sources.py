@@ -53,6 +53,11 @@ RAW_FILES: dict[str, RawFile] = {
 }
 
 
+def mirror_url(base_url: str | None = None) -> str:
+    """The host the raw files are downloaded from: `base_url`, else TC_DATA_MIRROR, else GitHub's raw host."""
+    return base_url or os.environ.get("TC_DATA_MIRROR") or RAW_HOST
+
+
 def data_root() -> Path:
     """`TC_DATA_DIR` if set, else `data/` at the repository root."""
     env = os.environ.get("TC_DATA_DIR")
@@ -108,13 +113,14 @@ def verify_files(files: Sequence[RawFile], *, root: Path | None = None) -> list[
     return rows
 
 
-def fetch_files(files: Sequence[RawFile], *, root: Path | None = None, base_url: str | None = None) -> list[dict]:
+def fetch_files(files: Sequence[RawFile], *, root: Path | None = None, base_url: str | None = None,
+                progressbar: bool = False) -> list[dict]:
     """Download missing raw files from their pinned URLs and verify sha256; present files are only verified."""
     import pooch
     import requests
 
     root = Path(root) if root else data_root()
-    base_url = base_url or os.environ.get("TC_DATA_MIRROR") or RAW_HOST
+    base_url = mirror_url(base_url)
     rows = []
     for raw in files:
         target = root / raw.relpath
@@ -125,11 +131,13 @@ def fetch_files(files: Sequence[RawFile], *, root: Path | None = None, base_url:
         url = raw.url(base_url)
         try:
             pooch.retrieve(url, known_hash=f"sha256:{raw.sha256}", fname=target.name,
-                           path=target.parent, progressbar=False)
+                           path=target.parent, progressbar=progressbar)
         except ValueError as err:  # pooch: downloaded bytes do not match the known hash (file discarded)
             raise DataError(f"{url}: checksum mismatch after download; nothing was written to {target} "
                             f"({str(err).splitlines()[0]})") from None
-        except requests.RequestException as err:
-            raise DataError(f"{url}: download failed ({err.__class__.__name__}: {err})") from None
+        except requests.HTTPError as err:
+            raise DataError(f"{url}: download failed (HTTP {err.response.status_code})") from None
+        except requests.RequestException as err:  # the message repeats the URL and the retry pool: the kind says it
+            raise DataError(f"{url}: download failed ({err.__class__.__name__}: no answer from the host)") from None
         rows.append({"file": raw.relpath, "status": "downloaded"})
     return rows

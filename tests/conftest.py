@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import http.server
 import json
 import os
 import random
+import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -36,6 +40,27 @@ def real_data() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return root
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def mirror(real_data, tmp_path):
+    """A local HTTP server laid out like the raw-file host: /<repo>/<commit>/<path>."""
+    served = tmp_path / "served"
+    for raw in data.RAW_FILES.values():
+        target = served / raw.repo / raw.commit / raw.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(real_data / raw.relpath, target)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(served)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield served, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
 
 
 # ---------------------------------------------------------------- a learnable synthetic task
@@ -71,14 +96,19 @@ def synthetic_root(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture
-def synthetic_data(synthetic_root, monkeypatch) -> Path:
-    """Point TC_DATA_DIR at the synthetic root and pin its files' checksums for this test."""
+def pin_synthetic_checksums(monkeypatch: pytest.MonkeyPatch, synthetic_root: Path) -> None:
+    """Point TC_DATA_DIR at the synthetic root and pin its files' checksums (undone with monkeypatch)."""
     monkeypatch.setenv("TC_DATA_DIR", str(synthetic_root))
     for key in ("semeval14_restaurant/train.json", "semeval14_restaurant/test.json"):
         raw = data.RAW_FILES[key]
         monkeypatch.setitem(data.RAW_FILES, key,
                             dataclasses.replace(raw, sha256=sources.sha256_of(synthetic_root / key)))
+
+
+@pytest.fixture
+def synthetic_data(synthetic_root, monkeypatch) -> Path:
+    """The synthetic root as this test's data, its checksums pinned."""
+    pin_synthetic_checksums(monkeypatch, synthetic_root)
     return synthetic_root
 
 

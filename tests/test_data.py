@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import functools
-import http.server
 import json
 import re
 import shutil
 import subprocess
 import sys
-import threading
 from collections import Counter
 from pathlib import Path
 
@@ -124,27 +121,6 @@ def test_deterministic(real_data):
 # ---------------------------------------------------------------- fetching for real over HTTP
 
 
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def mirror(real_data, tmp_path):
-    """A local HTTP server laid out like the raw-file host: /<repo>/<commit>/<path>."""
-    served = tmp_path / "served"
-    for raw in data.RAW_FILES.values():
-        target = served / raw.repo / raw.commit / raw.path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(real_data / raw.relpath, target)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(served)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield served, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-
-
 def test_fetch_verify_and_load(mirror, tmp_path):
     _, url = mirror
     root = tmp_path / "root"
@@ -169,7 +145,7 @@ def test_fetch_404(mirror, tmp_path):
     served, url = mirror
     raw = data.RAW_FILES["agnews/test.csv"]
     (served / raw.repo / raw.commit / raw.path).unlink()
-    with pytest.raises(DataError, match=r"download failed \(HTTPError: 404"):
+    with pytest.raises(DataError, match=r"download failed \(HTTP 404\)"):
         data.fetch(["agnews_fs"], root=tmp_path / "root", base_url=url)
 
 

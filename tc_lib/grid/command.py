@@ -6,10 +6,10 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..model_cache import check_available
 from .execute import TRAIN_NOTEBOOK, is_done
 from .local import GridInterrupted, run_grid
 from .params import iter_grid, parse_assignments, select
+from .preflight import preflight, require
 
 
 class _ProgressBar:
@@ -39,24 +39,27 @@ def _cmd_run(args) -> int:
     only = parse_assignments(args.only, option="--only")
     configs = select(iter_grid(args.params, output_dir=args.output_dir), only)
     if args.dry_run:  # streams: the first runs print before a large grid is expanded
-        count = done = 0
-        seen: set[str] = set()
+        listed, done = [], 0
         for cfg in configs:
-            if cfg.model not in seen:  # a hub id that is neither cached nor reachable fails here, at once
-                seen.add(cfg.model)
-                check_available([cfg.model])
             finished = is_done(cfg)
-            count, done = count + 1, done + finished
+            listed.append(cfg)
+            done += finished
             print(f"{'done' if finished else 'todo':<5} {cfg.run_id}", flush=True)
-            folder = cfg.output_dir
-        if not count:
+        if not listed:
             raise ConfigError(f"{args.params}: no runs left after --only")
-        print(f"{count} runs ({done} done) -> {folder}")
+        print(f"{len(listed)} runs ({done} done) -> {listed[0].output_dir}")
+        found = preflight(listed, fetch=False)  # nothing is downloaded by a dry run
+        print("preflight:\n" + "\n".join(f.line() for f in found))
+        require(found)
         return 0
     configs = list(configs)
     if not configs:
         raise ConfigError(f"{args.params}: no runs left after --only")
-    check_available(cfg.model for cfg in configs)  # before any run starts
+    found = preflight(configs, fetch=True, progressbar=sys.stderr.isatty())  # before any run starts
+    for finding in found:
+        if finding.ok:  # the problems come in require's one error
+            print(f"preflight {finding.line().strip()}", file=sys.stderr)
+    require(found)
     if args.jobs is not None and args.jobs < 1:
         raise ConfigError(f"--jobs must be a positive integer, got {args.jobs}")
     notebook = Path(args.notebook).resolve()

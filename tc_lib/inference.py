@@ -1,0 +1,213 @@
+"""A finished run as a classifier: `load_run` (a transformers text-classification pipeline), `predict`
+(labels and class probabilities for texts) and `export_model` (a plain Hugging Face model folder).
+
+A run is rebuilt from its record alone: the config (base model, method and options, max length), the
+label names of its data and the weights it saved under weights/. Pair inputs (aspect datasets) are
+written `aspect [SEP] sentence`, as the training data joins them; `predict` turns the marker into the
+model's own separator token (RoBERTa's is `</s>`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from .config import LATER_FIELDS, RunConfig
+from .errors import ConfigError, TcError
+from .methods import REFERENCES, get_method
+from .reference import REFERENCE_FILE
+from .results import read_record
+
+logger = logging.getLogger(__name__)
+
+PAIR_MARKER = " [SEP] "  # how a user writes aspect and sentence in one text (the TF-IDF reference's own SEP)
+EXPORT_README = """# {run_id}
+
+Exported by tc_lib from `{run_dir}`: {model} · {method}, label names in `config.id2label`.
+{how}
+"""
+
+
+@dataclass(frozen=True)
+class SavedRun:
+    """What a run folder holds for inference."""
+
+    run_dir: Path
+    record: dict[str, Any]
+    cfg: RunConfig
+    label_names: list[str]
+    weights: Path
+
+    @property
+    def is_reference(self) -> bool:
+        return self.cfg.method in REFERENCES
+
+
+def _rerun_hint(cfg: RunConfig) -> str:
+    need = "all" if cfg.method in REFERENCES or get_method(cfg.method).library == "transformers" else "peft"
+    return (f"rerun it with save_weights: {need} (python -m tc_lib train --model {cfg.model} --dataset "
+            f"{' '.join(cfg.datasets)} --method {cfg.method} --seed {cfg.seed} --set save_weights={need} ..., "
+            f"or save_weights: {need} in the params file)")
+
+
+def open_run(run_dir: str | Path) -> SavedRun:
+    """The run's record, config, label names and weights folder; one TcError naming the folder otherwise."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise TcError(f"{run_dir}: no such run folder")
+    record, reason = read_record(run_dir)
+    if reason:
+        raise TcError(f"{run_dir}/metrics.json: {reason}")
+    if record["status"] != "success":
+        raise TcError(f"{run_dir}: the run's status is {record['status']!r}, not success; nothing to predict with")
+    cfg = RunConfig.from_dict({**LATER_FIELDS, **record["config"]}, source=f"{run_dir}/metrics.json config")
+    names = (record.get("data") or {}).get("label_names")
+    if not isinstance(names, list) or not names:
+        raise TcError(f"{run_dir}/metrics.json: data.label_names missing; the run cannot name its labels")
+    weights = run_dir / "weights"
+    if not weights.is_dir():
+        raise TcError(f"{run_dir}: this run saved no weights (save_weights: {cfg.save_weights}); {_rerun_hint(cfg)}")
+    return SavedRun(run_dir, record, cfg, [str(n) for n in names], weights)
+
+
+def _tokenizer(saved: SavedRun):
+    from .models import load_tokenizer
+
+    tokenizer = load_tokenizer(saved.cfg.model)
+    tokenizer.model_max_length = saved.cfg.max_seq_length  # truncate as training did
+    return tokenizer
+
+
+def load_model(saved: SavedRun, *, merge: bool = True):
+    """The trained classifier in eval mode, labels named; LoRA / IA3 merged into the base when `merge`."""
+    from .models import load_trained
+
+    if saved.is_reference:
+        raise TcError(f"{saved.run_dir}: a {saved.cfg.method} reference is a scikit-learn model, not a transformers "
+                      "one; use tc_lib.predict")
+    model = load_trained(saved.cfg, saved.weights, len(saved.label_names))
+    if merge and get_method(saved.cfg.method).library == "peft":
+        model = _merged(model)
+    id2label = dict(enumerate(saved.label_names))
+    model.config.id2label, model.config.label2id = id2label, {v: k for k, v in id2label.items()}
+    return model.eval()
+
+
+def _merged(model):
+    """The PEFT weights merged into the base, as a plain transformers model. The trained copies of the
+    modules peft trains whole (head, BERT's pooler) are put in place first: peft's IA3 unload assumes
+    every wrapped module is a Linear, and BERT's pooler is not."""
+    from peft.utils import ModulesToSaveWrapper
+
+    inner = model.base_model.model
+    for name, module in list(inner.named_modules()):
+        if isinstance(module, ModulesToSaveWrapper):
+            parent, _, child = name.rpartition(".")
+            (inner.get_submodule(parent) if parent else inner).__setattr__(child, next(iter(module.modules_to_save.values())))
+    return model.merge_and_unload()
+
+
+def load_run(run_dir: str | Path, *, device: str = "cpu"):
+    """A ready `transformers` text-classification pipeline of a run: its weights (PEFT merged, adapters
+    attached), its tokenizer truncating at the run's max length, its label names; scores for every class."""
+    return _classifier_pipeline(open_run(run_dir), device)
+
+
+def _classifier_pipeline(saved: SavedRun, device: str):
+    from transformers import pipeline
+
+    return pipeline("text-classification", model=load_model(saved), tokenizer=_tokenizer(saved), device=device,
+                    top_k=None, truncation=True)
+
+
+def _pipeline_rows(pipe, texts: list[str], batch_size: int, names: list[str]) -> list[dict[str, float]]:
+    sep = pipe.tokenizer.sep_token or PAIR_MARKER.strip()
+    inputs = [text.replace(PAIR_MARKER.strip(), sep) for text in texts]
+    scores = pipe(inputs, batch_size=batch_size)
+    return [{name: float(next(s["score"] for s in row if s["label"] == name)) for name in names} for row in scores]
+
+
+def _reference_rows(saved: SavedRun, texts: list[str]) -> list[dict[str, float]]:
+    import joblib
+
+    path = saved.weights / REFERENCE_FILE
+    if not path.is_file():
+        raise TcError(f"{saved.run_dir}: this reference run saved no model ({path} is missing); "
+                      f"{_rerun_hint(saved.cfg)}")
+    model = joblib.load(path)
+    proba = model.predict_proba(texts)
+    rows = []
+    for row in proba:  # classes absent from a small train subsample get probability 0
+        full = dict.fromkeys(saved.label_names, 0.0)
+        for cls, p in zip(model.classes_, row):
+            full[saved.label_names[int(cls)]] = float(p)
+        rows.append(full)
+    return rows
+
+
+def predict(run_dir: str | Path, texts: Sequence[str], *, batch_size: int = 32,
+            device: str = "cpu") -> list[dict[str, Any]]:
+    """Per text: {"text", "label", "probabilities": {label name: p}} from the run's saved model."""
+    texts = [str(t) for t in texts]
+    if not texts:
+        raise ConfigError("predict: no input texts")
+    saved = open_run(run_dir)
+    if saved.is_reference:
+        rows = _reference_rows(saved, texts)
+    else:
+        rows = _pipeline_rows(_classifier_pipeline(saved, device), texts, batch_size, saved.label_names)
+    return [{"text": text, "label": max(probs, key=probs.get), "probabilities": probs}
+            for text, probs in zip(texts, rows)]
+
+
+def export_model(run_dir: str | Path, *, to: str | Path) -> Path:
+    """Write a plain Hugging Face model folder: weights (LoRA / IA3 merged), tokenizer, label names in
+    config.id2label. An adapter run writes the base with its trained head plus the adapter, in the
+    adapters library's format, under adapter/."""
+    saved = open_run(run_dir)
+    if saved.is_reference:
+        raise TcError(f"{saved.run_dir}: a {saved.cfg.method} reference is not a transformers model; its fitted "
+                      f"scikit-learn pipeline is {saved.weights / REFERENCE_FILE} (joblib.load)")
+    target = Path(to)
+    if target.exists() and any(target.iterdir()):
+        raise TcError(f"--to {target}: folder exists and is not empty; name a new folder")
+    library = get_method(saved.cfg.method).library
+    if library == "adapters":
+        model = _head_only(saved)
+        how = ("Bottleneck adapters cannot be merged into the base: `from_pretrained` gives the base with the "
+               "trained head; attach the adapter with the `adapters` library:\n\n"
+               "```python\nimport adapters\nfrom transformers import AutoModelForSequenceClassification\n"
+               f"model = AutoModelForSequenceClassification.from_pretrained(\"{target}\")\nadapters.init(model)\n"
+               f"model.set_active_adapters(model.load_adapter(\"{target}/adapter\"))\n```")
+    else:
+        model = load_model(saved)
+        how = ("```python\nfrom transformers import pipeline\n"
+               f"classify = pipeline(\"text-classification\", model=\"{target}\", top_k=None, truncation=True)\n```")
+    target.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(target))
+    _tokenizer(saved).save_pretrained(str(target))
+    if library == "adapters":
+        shutil.copytree(saved.weights, target / "adapter", ignore=shutil.ignore_patterns("head.safetensors"))
+    (target / "README.md").write_text(EXPORT_README.format(run_id=saved.record["run_id"], run_dir=saved.run_dir,
+                                                           model=saved.cfg.model, method=saved.cfg.method, how=how),
+                                      encoding="utf-8")
+    return target
+
+
+def _head_only(saved: SavedRun):
+    """A plain classifier (no adapter modules) with the run's trained head."""
+    from safetensors.torch import load_file
+
+    from .models import _load_classifier
+
+    model = _load_classifier(dataclasses.replace(saved.cfg, method="full"), len(saved.label_names),
+                             dict(enumerate(saved.label_names)))
+    head = load_file(str(saved.weights / "head.safetensors"))
+    missing = sorted(set(head) - set(model.state_dict()))
+    if missing:
+        raise TcError(f"{saved.weights}/head.safetensors: head weights the base lacks: {missing[:5]}")
+    model.load_state_dict(head, strict=False)
+    return model.eval()
