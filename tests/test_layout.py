@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "tc_lib"
 MAX_LINES = 300
 # The top layer may print (it is the command line); everything else logs.
-PRINTING = {"cli.py", "grid/command.py", "grid/status.py", "memory/command.py", "report/command.py"}
+PRINTING = {"cli.py", "inference_command.py", "grid/command.py", "grid/status.py", "memory/command.py", "report/command.py"}
 
 
 def modules() -> dict[str, Path]:

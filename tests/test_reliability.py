@@ -72,7 +72,9 @@ def test_dry_run_streams(tmp_path):
     rest = proc.stdout.read()
     proc.wait(timeout=300)
     done_at = time.monotonic()
-    assert first.startswith("todo ") and rest.strip().endswith(f"30000 runs (0 done) -> {tmp_path / 'runs'}")
+    summary, findings = rest.split("preflight:\n")
+    assert first.startswith("todo ") and summary.strip().endswith(f"30000 runs (0 done) -> {tmp_path / 'runs'}")
+    assert "ok  data" in findings and proc.returncode == 0
     assert done_at - first_at > 0.5  # the first run printed well before the last was expanded
 
 

@@ -109,9 +109,12 @@ def test_runner_records_skips_and_isolates_failures(grid_file, tmp_path):
         assert ["injected-parameters"] in tags  # papermill injected the resolved config
     again = runner.run_grid(configs)
     assert sorted(again.skipped) == sorted(outcome.succeeded) and len(again.failed) == 1  # failures retried
+    record_before = load_record(tmp_path / "runs" / failed_id)
     cli = subprocess.run([sys.executable, "-m", "tc_lib", "run", str(grid_file), "--only", f"model={tmp_path}/no-such-model"],
                          capture_output=True, text=True, timeout=300)
-    assert cli.returncode == 1 and "1 failed" in cli.stderr
+    # through the command line the preflight finds the missing model: nothing runs, the record stays as it was
+    assert cli.returncode == 2 and "no run was started" in cli.stderr and "no-such-model" in cli.stderr
+    assert load_record(tmp_path / "runs" / failed_id) == record_before
 
 
 def test_killed_run_is_redone(tiny_bert, real_data, tmp_path):

@@ -56,10 +56,9 @@ def _cmd_run(args) -> int:
     if not configs:
         raise ConfigError(f"{args.params}: no runs left after --only")
     found = preflight(configs, fetch=True, progressbar=sys.stderr.isatty())  # before any run starts
+    require(found)  # a problem is one error line; all well, the findings say what the grid will use
     for finding in found:
-        if finding.ok:  # the problems come in require's one error
-            print(f"preflight {finding.line().strip()}", file=sys.stderr)
-    require(found)
+        print(f"preflight {finding.line().strip()}", file=sys.stderr)
     if args.jobs is not None and args.jobs < 1:
         raise ConfigError(f"--jobs must be a positive integer, got {args.jobs}")
     notebook = Path(args.notebook).resolve()

@@ -22,6 +22,7 @@ from .lease import acquire, is_stale, read_lease
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN_NOTEBOOK = REPO / "notebooks" / "train.ipynb"
+PATH_VARIABLES = ("TC_DATA_DIR", "TC_MODEL_DIR", "TC_CACHE_DIR", "HF_HOME", "HF_HUB_CACHE")
 UNFINISHED = ("running", "interrupted", "failed")  # a rerun of one of these is its next attempt
 # Runs first in the kernel's process: ask Linux to SIGKILL it when its parent (this process) dies, then
 # become the kernel. Papermill starts kernels in a session of their own, out of reach of a group kill.
@@ -37,8 +38,10 @@ class Interrupted(BaseException):
 
 
 @functools.cache
-def guarded_kernel_manager():
-    """A kernel manager whose kernels die with the process that started them, and whose pids we know."""
+def guarded_kernel_manager(launch_dir: str):
+    """A kernel manager whose kernels die with the process that started them, and whose pids we know.
+    `launch_dir`: the caller's working directory (papermill moves into notebooks/ before the launch),
+    against which relative folder variables are made absolute for the kernel."""
     from jupyter_client.manager import AsyncKernelManager
 
     class GuardedKernelManager(AsyncKernelManager):
@@ -66,12 +69,25 @@ def guarded_kernel_manager():
             return [sys.executable, "-c", _DEATH_GUARD, str(os.getpid()), *cmd] if sys.platform == "linux" else cmd
 
         async def _async_launch_kernel(self, kernel_cmd, **kw):
+            if kw.get("env") is not None:
+                kw["env"] = absolute_path_variables(kw["env"], base=launch_dir)
             await super()._async_launch_kernel(kernel_cmd, **kw)
             process = getattr(self.provisioner, "process", None)
             if process is not None:
                 KERNEL_PIDS.add(process.pid)
 
     return GuardedKernelManager
+
+
+def absolute_path_variables(env: dict[str, str], *, base: str) -> dict[str, str]:
+    """`env` with the folder variables made absolute against `base`: the kernel runs in notebooks/,
+    where a relative TC_DATA_DIR would name another folder."""
+    out = dict(env)
+    for name in PATH_VARIABLES:
+        value = os.path.expanduser(out.get(name) or "")
+        if value and not os.path.isabs(value):
+            out[name] = os.path.normpath(os.path.join(base, value))
+    return out
 
 
 def die_with_parent(parent: int) -> None:
@@ -114,7 +130,7 @@ def execute(cfg: RunConfig, *, notebook: Path = TRAIN_NOTEBOOK, timeout_s: int |
     try:
         pm.execute_notebook(str(notebook), str(run_dir / "train.ipynb"), parameters=cfg.to_dict(),
                             kernel_name="python3", progress_bar=False, cwd=str(notebook.parent), start_timeout=180,
-                            execution_timeout=timeout_s, kernel_manager_class=guarded_kernel_manager())
+                            execution_timeout=timeout_s, kernel_manager_class=guarded_kernel_manager(os.getcwd()))
     except Exception as err:
         record = load_record(run_dir)
         if record is None or record["status"] != "failed":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -29,7 +30,7 @@ def execute_report(*, runs_dir: Path, out_dir: Path, notebook: Path = REPORT_NOT
     try:
         pm.execute_notebook(str(notebook), str(executed), parameters=parameters,
                             kernel_name="python3", progress_bar=False, cwd=str(notebook.parent), start_timeout=180,
-                            kernel_manager_class=guarded_kernel_manager())
+                            kernel_manager_class=guarded_kernel_manager(os.getcwd()))
     except pm.PapermillExecutionError as err:
         raise TcError(f"report notebook failed in cell {err.exec_count}: {err.ename}: {err.evalue} "
                       f"(see {executed})") from None
