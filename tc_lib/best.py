@@ -44,9 +44,16 @@ def best_runs(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=BEST_COLUMNS)
 
 
-def best_run(runs_dir: str | Path, *, dataset: str) -> dict:
-    """The best run of `dataset` under runs_dir (see the module doc), as a row of best_runs."""
+def best_run(runs_dir: str | Path, *, dataset: str, method: str | None = None) -> dict:
+    """The best run of `dataset` under runs_dir (see the module doc), as a row of best_runs; with
+    `method`, the best among that method's arms."""
     runs, _ = current_runs(read_runs(runs_dir))
+    if method is not None and len(runs):
+        methods = sorted(set(runs["method"]))
+        if method not in methods:
+            raise TcError(f"--method {method}: no successful run of it under {runs_dir}; methods there: "
+                          f"{', '.join(methods)}")
+        runs = runs[runs["method"] == method]
     if not len(runs):
         raise TcError(f"{runs_dir}: no successful run record; run a grid first (python -m tc_lib run PARAMS)")
     known = sorted(set(runs["dataset"]))
@@ -58,6 +65,10 @@ def best_run(runs_dir: str | Path, *, dataset: str) -> dict:
         raise TcError(f"--dataset {dataset}: no run of it was scored on dev (selection: dev), and the best run is "
                       "chosen on dev only, never on test; rerun the grid with selection: dev")
     return table.iloc[0].to_dict()
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
 
 
 def predict_command(row: dict) -> str:

@@ -68,23 +68,31 @@ def _print_csv(rows: list[dict]) -> None:
 
 
 def _chosen_run(args) -> Path:
-    from .best import best_run
+    from .best import best_run, plural
 
     if args.best is None:
         if args.run_dir is None:
             raise ConfigError("predict: name a RUN_DIR, or --best RUNS_DIR --dataset D")
-        if args.dataset is not None:
-            raise ConfigError("predict: --dataset goes with --best RUNS_DIR")
+        if args.dataset is not None or args.method is not None:
+            raise ConfigError("predict: --dataset and --method go with --best RUNS_DIR")
         return Path(args.run_dir)
     if args.run_dir is not None:
         raise ConfigError("predict: give a RUN_DIR or --best RUNS_DIR, not both")
     if args.dataset is None:
         raise ConfigError("predict --best: name the dataset with --dataset")
-    row = best_run(args.best, dataset=args.dataset)
-    print(f"best of {row['n_arms']} arms on {row['dataset']} by mean dev macro-F1 (test never used): "
-          f"{row['model']} · {row['name']} ({row['n_seeds']} seeds, dev {row['dev_mean']:.4f}); its best seed "
+    row = best_run(args.best, dataset=args.dataset, method=args.method)
+    print(f"best of {plural(row['n_arms'], 'arm')} on {row['dataset']} by mean dev macro-F1 (test never used): "
+          f"{row['model']} · {row['name']} ({plural(row['n_seeds'], 'seed')}, dev {row['dev_mean']:.4f}); its best seed "
           f"{row['seed']} (dev {row['dev_score']:.4f}): {row['run_dir']}", file=sys.stderr)
     return Path(row["run_dir"])
+
+
+def _quiet_loading() -> None:
+    """transformers would say the base's head is "newly initialized" — the run's trained head is loaded
+    right after — and which device a pipeline uses; the command line is the application, it may say so."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
 
 
 def _cmd_predict(args) -> int:
@@ -98,6 +106,7 @@ def _cmd_predict(args) -> int:
         raise ConfigError(f"--batch-size must be a positive integer, got {args.batch_size}")
     run_dir = _chosen_run(args)
     texts = list(args.text) if args.text else read_inputs(Path(args.file), column=args.column)
+    _quiet_loading()
     rows = predict(run_dir, texts, batch_size=args.batch_size, device=args.device)
     if args.json:
         print(json.dumps(rows, indent=2, ensure_ascii=False))
@@ -111,6 +120,7 @@ def _cmd_predict(args) -> int:
 def _cmd_export_model(args) -> int:
     from .inference import export_model
 
+    _quiet_loading()
     target = export_model(args.run_dir, to=args.to)
     print(f"wrote {target} (see its README.md): AutoModelForSequenceClassification.from_pretrained(\"{target}\")")
     return 0
@@ -121,6 +131,7 @@ def register(sub) -> None:
     p.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="a run folder (outputs/runs/<run_id>)")
     p.add_argument("--best", metavar="RUNS_DIR", help="pick the best run of --dataset under RUNS_DIR, on dev only")
     p.add_argument("--dataset", help="with --best: the dataset (as the report names it, e.g. restaurant_sup)")
+    p.add_argument("--method", help="with --best: only this method's arms (e.g. lora)")
     p.add_argument("--text", action="append", default=[], help="a text to classify (repeatable); aspect "
                    "datasets: 'aspect [SEP] sentence'")
     p.add_argument("--file", help="texts from a .txt (one per line), .csv or .jsonl file")

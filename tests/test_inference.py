@@ -148,5 +148,9 @@ def test_best_run_is_chosen_on_dev_and_never_on_test(trained, capsys):
     captured = capsys.readouterr()
     assert f"best of {len(LR)} arms on restaurant_sup by mean dev macro-F1" in captured.err
     assert row["run_dir"] in captured.err and json.loads(captured.out)[0]["text"] == SENTENCES[0]
+    assert best_run(runs_dir, dataset="restaurant_sup", method="lora")["run_dir"] == str(trained["lora"][0].run_dir)
+    assert cli.main(["predict", "--best", str(runs_dir), "--dataset", "restaurant_sup", "--method", "prefix",
+                     "--text", "x"]) == 2
+    assert "methods there: adapter, full, ia3, lora, tfidf_lr" in capsys.readouterr().err
     assert cli.main(["predict", "--best", str(runs_dir), "--dataset", "laptop_sup", "--text", "x"]) == 2
     assert "datasets there: restaurant_sup" in capsys.readouterr().err

@@ -31,7 +31,8 @@ PLANTED = {
 def plant(runs: Path) -> None:
     for (model, method), values in PLANTED.items():
         for seed, f1 in enumerate(values, start=1):
-            cfg = RunConfig(model=model, dataset="acl_sup", method=method, seed=seed, epochs=2, output_dir=str(runs))
+            cfg = RunConfig(model=model, dataset="acl_sup", method=method, seed=seed, epochs=2, output_dir=str(runs),
+                            selection="dev")
             record = new_record(cfg, status="success")
             scores = {"loss": 1.0 - f1, "accuracy": f1 + 0.1, "micro_f1": f1 + 0.1, "macro_f1": f1,
                       "per_class_f1": [f1] * 6, "confusion_matrix": [[0] * 6] * 6}
@@ -45,8 +46,9 @@ def plant(runs: Path) -> None:
             record["memory"]["peak_rss_mb"] = 1500.0
             run_dir = runs / cfg.run_id
             run_dir.mkdir(parents=True)
-            write_history(run_dir, [{"epoch": e, "train_loss": 1.0 / e, "test": {**scores, "macro_f1": f1 * e / 2}}
-                                    for e in (1, 2)])
+            # dev macro-F1 = test + 0.01 at the chosen epoch 2: the best model is mpnet · full, seed 3 (dev 0.71)
+            write_history(run_dir, [{"epoch": e, "train_loss": 1.0 / e, "test": {**scores, "macro_f1": f1 * e / 2},
+                                     "dev": {**scores, "macro_f1": f1 * e / 2 + 0.01}} for e in (1, 2)])
             finish_run(run_dir, record)
     broken = RunConfig(model="minilm", dataset="acl_sup", method="adapter", seed=1, output_dir=str(runs))
     record = new_record(broken, status="failed")
@@ -93,6 +95,11 @@ def test_html_has_exact_numbers(built_report):
     assert "数据集 · Datasets" in html and "结论 · Conclusions" in html
     # conclusions are computed: mpnet's full fine-tuning is the best arm on acl_sup
     assert re.search(r"acl_sup</strong>: 最佳臂 best arm = <code>mpnet</code> · 全量微调 full", html)
+    # the best model, chosen on dev: mean dev 0.67 over 3 seeds, its best seed 3; planted runs saved no weights
+    assert re.search(r"acl_sup</strong>: mpnet · 全量微调 full \(of 4 arms; dev macro-F1 0\.6700 over 3 seeds\), "
+                     r"seed 3 \(dev 0\.7100\)", html) and "no weights saved" in html
+    runs = read_runs(root / "runs")
+    assert runs.query("model == 'mpnet' and method == 'full' and seed == 3")["run_dir"].iloc[0] in html
     assert "p (Holm)" in html and "设置 · Settings" in html and 'href="results.xlsx"' in html
     assert "largest error" in html  # the memory validation, read from memory.json
     # the calibration ledger under the 3B answer: published CUDA figures, their estimate and the verdict
@@ -124,6 +131,31 @@ def test_pdf_has_chinese_headings(built_report):
     for heading in ("文本分类微调研究报告", "主要结果", "训练曲线", "配对比较", "结论"):
         assert heading in text
     assert "\ufffd" not in text  # no replacement characters: the CJK font was embedded
+
+
+def test_a_table_wider_than_the_page_is_printed_whole(tmp_path, monkeypatch):
+    import nbformat
+
+    from tc_lib.report import display
+
+    if shutil.which("chromium") is None or shutil.which("pdftotext") is None:
+        pytest.skip("Chromium or pdftotext not installed (make sysdeps)")
+    columns = {"臂 Arm": ["arm_a", "arm_b"]}
+    columns.update({f"设置 Setting {i} (field_{i})": [f"v{i}a", f"v{i}b"] for i in range(22)})
+    columns["子样本 Subsample (max_train_samples)"] = ["LASTCOLUMN_A", "LASTCOLUMN_B"]
+    shown = []
+    monkeypatch.setattr(display, "show", shown.append)
+    display.table(pd.DataFrame(columns), caption="planted wide table")
+    assert len(shown) >= 2  # split into column groups, each led by the arm
+    assert all("arm_a" in part.data for part in shown) and "(1/" in shown[0].data
+    cell = nbformat.v4.new_code_cell("")
+    cell.outputs = [nbformat.v4.new_output("display_data", data={"text/html": part.data}) for part in shown]
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# wide"), cell])
+    nbformat.write(notebook, tmp_path / "wide.ipynb")
+    pdf = export.to_pdf(export.to_html(tmp_path / "wide.ipynb"))
+    text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True, timeout=60).stdout
+    for value in ("LASTCOLUMN_A", "LASTCOLUMN_B", "v0a", "v21b", "max_train_samples"):
+        assert value in text, value
 
 
 def test_report_cli_errors(tmp_path):

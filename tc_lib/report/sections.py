@@ -44,10 +44,6 @@ class Report:
         history = history[history["run_id"].isin(set(runs["run_id"]))]
         return cls(runs, history, problems, params=params, runs_dir=runs_dir, **kwargs)
 
-    def name_of(self, arm_id: str) -> str:
-        row = self.arms[self.arms["arm_id"] == arm_id].iloc[0]
-        return f"{row['model']} · {row['name']}"
-
     # ------------------------------------------------------------ header and rules
 
     def header(self) -> None:
@@ -160,7 +156,7 @@ class Report:
         for metric in stats.METRICS:
             wide = tables.main_table(self.summary, self.arms, metric)
             if not wide.empty:
-                table(wide, caption=tables.METRIC_NAMES[metric])
+                table(wide, caption=tables.METRIC_NAMES[metric], keys=2)
 
     def tidy_table(self) -> None:
         summary = self.summary.merge(self.arms[["arm_id", "name"]], on="arm_id")
@@ -255,5 +251,33 @@ class Report:
         lines = conclusions(self.runs, self.summary, self.arms, self.compared)
         md("\n".join(lines) if lines else "_没有可下结论的运行。No runs to conclude from._")
 
+    def best_models(self) -> None:
+        from ..best import best_runs
+
+        md("## 最佳模型 · The best model per dataset\n\n按开发集选出：各种子开发集 macro-F1 均值最高的臂，再取其开发集最高的种子；"
+           "测试集不参与。  \nChosen on dev only: the arm with the highest mean dev macro-F1 over its seeds, then its "
+           "seed with the highest dev macro-F1; the test split takes no part.")
+        best = best_runs(self.runs, self.history)
+        encoders = best_runs(self.runs[~self.runs["method"].isin(list(REFERENCES))], self.history)
+        lines = []
+        for row in best.to_dict("records"):
+            lines.append(f"- **{row['dataset']}**: {_best_line(row)}")
+            if row["method"] in REFERENCES:  # the question is also which fine-tuned encoder wins
+                for enc in encoders[encoders["dataset"] == row["dataset"]].to_dict("records"):
+                    lines.append(f"    - 最佳微调编码器 best fine-tuned encoder: {_best_line(enc)}")
+        for dataset in sorted(set(self.runs["dataset"]) - set(best["dataset"])):
+            lines.append(f"- **{dataset}**: 没有在开发集上评分的运行 no run was scored on dev (selection: dev), so none "
+                         "is chosen")
+        md("\n".join(lines) if lines else "_没有运行 No runs._")
+
     def memory(self) -> None:
         memory_section(Path(self.memory_dir) if self.memory_dir else Path("outputs/memory"))
+
+
+def _best_line(row: dict) -> str:
+    from ..best import plural, predict_command
+
+    use = (f"使用 use: `{predict_command(row)}`" if row["has_weights"] else
+           "未保存权重 no weights saved: rerun this arm with `save_weights: all` to use it")
+    return (f"{row['model']} · {row['name']} (of {plural(row['n_arms'], 'arm')}; dev macro-F1 {row['dev_mean']:.4f} "
+            f"over {plural(row['n_seeds'], 'seed')}), seed {row['seed']} (dev {row['dev_score']:.4f}) — `{row['run_dir']}`  \n  {use}")
