@@ -15,8 +15,9 @@ from .preflight import preflight, require
 class _ProgressBar:
     """Turns the executor's events into a tqdm bar, a line per failure and the plan line."""
 
-    def __init__(self, stream=sys.stderr) -> None:
-        self.stream, self.bar = stream, None
+    def __init__(self, stream=None) -> None:
+        # sys.stderr when the bar is made, not when this module was imported (it may have been replaced since)
+        self.stream, self.bar = stream or sys.stderr, None
 
     def __call__(self, kind: str, info: dict) -> None:
         from tqdm.auto import tqdm
