@@ -56,16 +56,17 @@ def _cmd_run(args) -> int:
     configs = list(configs)
     if not configs:
         raise ConfigError(f"{args.params}: no runs left after --only")
-    found = preflight(configs, fetch=True, progressbar=sys.stderr.isatty())  # before any run starts
-    require(found)  # a problem is one error line; all well, the findings say what the grid will use
-    for finding in found:
-        print(f"preflight {finding.line().strip()}", file=sys.stderr)
     if args.jobs is not None and args.jobs < 1:
         raise ConfigError(f"--jobs must be a positive integer, got {args.jobs}")
     notebook = Path(args.notebook).resolve()
     if not notebook.is_file():
         raise ConfigError(f"--notebook {args.notebook}: no such notebook")
     _check_executor_flags(args)
+    found = preflight(configs, fetch=True, progressbar=sys.stderr.isatty())  # before any run starts
+    require(found)  # a problem is one error line; `--dry-run` lists every finding
+    for finding in found:
+        if finding.changed:
+            print(f"preflight {finding.line().strip()}", file=sys.stderr)
     if args.executor == "slurm":
         return _run_slurm(args, configs, notebook)
     progress = _ProgressBar()

@@ -22,6 +22,7 @@ class Finding:
     check: str  # data | model | kernel | output | device
     ok: bool
     detail: str
+    changed: bool = False  # the preflight did something (downloaded data): worth a line in a real run
 
     def line(self) -> str:
         return f"{'ok' if self.ok else 'PROBLEM':>7}  {self.check:<7} {self.detail}"
@@ -54,7 +55,7 @@ def _data(configs: Sequence[RunConfig], *, fetch: bool, progressbar: bool) -> li
                                        f"tc_lib data fetch {' '.join(names)}`, or set TC_DATA_DIR to a folder that "
                                        "holds them, or TC_DATA_MIRROR to a mirror of the raw files")]
     return [Finding("data", True, f"{len(missing)} files downloaded and verified (sha256) into {where}, "
-                                  f"{len(files) - len(missing)} were present")]
+                                  f"{len(files) - len(missing)} were present", changed=True)]
 
 
 def _models(configs: Sequence[RunConfig]) -> list[Finding]:
