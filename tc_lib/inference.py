@@ -8,8 +8,6 @@ model's own separator token (RoBERTa's is `</s>`)."""
 
 from __future__ import annotations
 
-import dataclasses
-import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +16,10 @@ from typing import Any, Sequence
 from .config import LATER_FIELDS, RunConfig
 from .errors import ConfigError, TcError
 from .methods import REFERENCES, get_method
-from .reference import REFERENCE_FILE
+from .reference import REFERENCE_FILE, SEP
 from .results import read_record
 
-logger = logging.getLogger(__name__)
-
-PAIR_MARKER = " [SEP] "  # how a user writes aspect and sentence in one text (the TF-IDF reference's own SEP)
+PAIR_MARKER = SEP.strip()  # how a user writes aspect and sentence in one text (the TF-IDF reference's own SEP)
 EXPORT_README = """# {run_id}
 
 Exported by tc_lib from `{run_dir}`: {model} · {method}, label names in `config.id2label`.
@@ -81,15 +77,15 @@ def _tokenizer(saved: SavedRun):
     return tokenizer
 
 
-def load_model(saved: SavedRun, *, merge: bool = True):
-    """The trained classifier in eval mode, labels named; LoRA / IA3 merged into the base when `merge`."""
+def load_model(saved: SavedRun):
+    """The trained classifier in eval mode, labels named; LoRA / IA3 merged into the base."""
     from .models import load_trained
 
     if saved.is_reference:
         raise TcError(f"{saved.run_dir}: a {saved.cfg.method} reference is a scikit-learn model, not a transformers "
                       "one; use tc_lib.predict")
     model = load_trained(saved.cfg, saved.weights, len(saved.label_names))
-    if merge and get_method(saved.cfg.method).library == "peft":
+    if get_method(saved.cfg.method).library == "peft":
         model = _merged(model)
     id2label = dict(enumerate(saved.label_names))
     model.config.id2label, model.config.label2id = id2label, {v: k for k, v in id2label.items()}
@@ -106,7 +102,8 @@ def _merged(model):
     for name, module in list(inner.named_modules()):
         if isinstance(module, ModulesToSaveWrapper):
             parent, _, child = name.rpartition(".")
-            (inner.get_submodule(parent) if parent else inner).__setattr__(child, next(iter(module.modules_to_save.values())))
+            trained = next(iter(module.modules_to_save.values()))
+            setattr(inner.get_submodule(parent) if parent else inner, child, trained)
     return model.merge_and_unload()
 
 
@@ -124,8 +121,8 @@ def _classifier_pipeline(saved: SavedRun, device: str):
 
 
 def _pipeline_rows(pipe, texts: list[str], batch_size: int, names: list[str]) -> list[dict[str, float]]:
-    sep = pipe.tokenizer.sep_token or PAIR_MARKER.strip()
-    inputs = [text.replace(PAIR_MARKER.strip(), sep) for text in texts]
+    sep = pipe.tokenizer.sep_token or PAIR_MARKER
+    inputs = [text.replace(PAIR_MARKER, sep) for text in texts]
     scores = pipe(inputs, batch_size=batch_size)
     return [{name: float(next(s["score"] for s in row if s["label"] == name)) for name in names} for row in scores]
 
@@ -201,10 +198,9 @@ def _head_only(saved: SavedRun):
     """A plain classifier (no adapter modules) with the run's trained head."""
     from safetensors.torch import load_file
 
-    from .models import _load_classifier
+    from .models import load_classifier
 
-    model = _load_classifier(dataclasses.replace(saved.cfg, method="full"), len(saved.label_names),
-                             dict(enumerate(saved.label_names)))
+    model = load_classifier(saved.cfg, len(saved.label_names), dict(enumerate(saved.label_names)))
     head = load_file(str(saved.weights / "head.safetensors"))
     missing = sorted(set(head) - set(model.state_dict()))
     if missing:

