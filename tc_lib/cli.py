@@ -67,7 +67,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     values: dict[str, Any] = {"model": args.model, "dataset": args.dataset[0] if len(args.dataset) == 1
                               else list(args.dataset), "method": args.method, "seed": args.seed}
-    for key in ("epochs", "max_train_samples", "output_dir", "learning_rate"):
+    for key in ("epochs", "max_train_samples", "output_dir", "learning_rate", "device"):
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
     values.update(parse_assignments(args.set))
@@ -112,6 +112,8 @@ def _register_train(sub) -> None:
     p.add_argument("--learning-rate", type=float, dest="learning_rate")
     p.add_argument("--max-train-samples", type=int)
     p.add_argument("--output-dir")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"),
+                   help="auto (default): CUDA when usable, else CPU; cuda: fail rather than train on the CPU")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any RunConfig field")
     p.set_defaults(func=_cmd_train)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .data import DATASET_NAMES, DEFAULT_DATA_SEED
+from .device import DEVICES
 from .errors import ConfigError
 from .methods import ADAPTER_CONFIGS, METHODS, OPTION_DEFAULTS, REFERENCE_MODEL, REFERENCES
 
@@ -22,14 +23,14 @@ SAVE_WEIGHTS = ("peft", "all", "none")
 CLASS_WEIGHTS = ("none", "balanced")  # balanced: n / (k * count_c) from the run's training labels (sklearn's rule)
 DEFAULT_LEARNING_RATE = {name: method.learning_rate for name, method in METHODS.items()}
 # Fields that say where and how fast a run executes, not what it computes: left out of run_id.
-EXECUTION_FIELDS = ("output_dir", "num_threads", "report_to")
+EXECUTION_FIELDS = ("output_dir", "num_threads", "report_to", "allow_pure_bf16")
 REPORT_TO = ("none", "tensorboard", "mlflow")  # the HF Trainer's loggers; their packages are optional
 # An arm is a configuration minus its seed: the runs whose scores are averaged and compared.
 ARM_EXCLUDED = ("seed", *EXECUTION_FIELDS)
 DATA_SEED_FOLLOWS = "seed"  # data_seed: seed -> the subsample / few-shot draw / dev carve vary with seed
 # Fields added after records existed, left out of run_id and arm at this value: earlier runs keep their
 # ids and arms, and a record without the field reads as this value.
-LATER_FIELDS = {"class_weights": "none"}
+LATER_FIELDS = {"class_weights": "none", "device": "auto"}
 # Fields of earlier versions: a config that still uses one gets an error naming what replaced it.
 RENAMED = {
     "precision": "'precision' was split into torch_dtype (float32 | bfloat16: the dtype the weights are "
@@ -69,6 +70,8 @@ class RunConfig:
     data_seed: int | str = DEFAULT_DATA_SEED  # AG News split, few-shot draw, dev carve, subsample; "seed": = seed
     torch_dtype: str = "float32"  # float32 | bfloat16: the dtype the model's weights are loaded in
     mixed_precision: str = "no"  # no | bf16 | fp16 (fp16 needs CUDA): autocast over the weights
+    device: str = "auto"  # auto: CUDA when usable, else CPU | cpu | cuda (fails, never falls back to the CPU)
+    allow_pure_bf16: bool = False  # full with torch_dtype bfloat16 (no fp32 master weights) only when True
     save_weights: str = "peft"  # peft: PEFT weights + head; all: also full models; none
     output_dir: str = "outputs/runs"
     num_threads: int | None = None  # torch CPU threads; None leaves torch's default
@@ -216,6 +219,14 @@ def _validate(cfg: RunConfig) -> None:
            cfg.mixed_precision)
     _check(cfg.report_to in REPORT_TO, "report_to", " | ".join(REPORT_TO), cfg.report_to)
     _check(cfg.class_weights in CLASS_WEIGHTS, "class_weights", " | ".join(CLASS_WEIGHTS), cfg.class_weights)
+    _check(cfg.device in DEVICES, "device", " | ".join(DEVICES), cfg.device)
+    _check(not reference or cfg.device != "cuda", "device", "auto or cpu for the TF-IDF reference (scikit-learn, CPU)",
+           cfg.device)
+    _check(isinstance(cfg.allow_pure_bf16, bool), "allow_pure_bf16", "true or false", cfg.allow_pure_bf16)
+    if cfg.method == "full" and cfg.torch_dtype == "bfloat16" and not cfg.allow_pure_bf16:
+        raise ConfigError("field 'torch_dtype': bfloat16 with method full trains the bf16 weights themselves, with no "
+                          "fp32 master copy: updates smaller than bf16's rounding (~0.4% of a weight) are lost. Use "
+                          "torch_dtype: float32 with mixed_precision: bf16, or set allow_pure_bf16: true to accept it")
     _check(cfg.save_weights in SAVE_WEIGHTS, "save_weights", " | ".join(SAVE_WEIGHTS), cfg.save_weights)
     _check(isinstance(cfg.group_by_length, bool), "group_by_length", "true or false", cfg.group_by_length)
     _check(_is_int(cfg.seed) and cfg.seed >= 0, "seed", "an integer >= 0", cfg.seed)

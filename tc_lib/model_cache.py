@@ -14,17 +14,58 @@ from .errors import ConfigError, first_line
 from .methods import REFERENCE_MODEL
 
 logger = logging.getLogger(__name__)
-# what a text encoder needs; optimizer states, other frameworks' weights and ONNX exports are skipped
-ALLOW = ["*.json", "*.txt", "*.model", "*.safetensors", "*.bin"]
+# what a text encoder needs, from the repo's top level: config and tokenizer files, and one weight format
+TEXT_FILES = (".json", ".txt", ".model")  # config, tokenizer, vocab, sentencepiece model
+WEIGHT_PREFERENCE = (("model", ".safetensors"), ("pytorch_model", ".bin"))  # never TF, Flax, ONNX, CoreML
+COMPLETE = ".tc_complete"  # written into a snapshot last, once every file is there and the model loads
 REACH_TIMEOUT_S = 3
 # tc_lib.models' offline models and the references' model name: never looked up on the hub
 REGISTRY_NAMES = ("minilm", "mpnet", REFERENCE_MODEL)
 
 
 def model_dir() -> Path:
+    """The model cache, absolute (a relative TC_MODEL_DIR is taken against the current folder, here,
+    not wherever a kernel later runs)."""
     from huggingface_hub import constants
 
-    return Path(os.environ.get("TC_MODEL_DIR") or constants.HF_HUB_CACHE)
+    return Path(os.environ.get("TC_MODEL_DIR") or constants.HF_HUB_CACHE).expanduser().resolve()
+
+
+def files_to_fetch(listing: Iterable[str]) -> list[str]:
+    """From a repo's file list: the top-level config and tokenizer files and one weight format —
+    safetensors when the repo has it, else pytorch_model*.bin — with its shard index, nothing else."""
+    top = [name for name in listing if "/" not in name]
+    weights: list[str] = []
+    for stem, suffix in WEIGHT_PREFERENCE:
+        weights = [n for n in top if n.startswith(stem) and (n.endswith(suffix) or n.endswith(suffix + ".index.json"))]
+        if any(n.endswith(suffix) for n in weights):
+            break
+    else:
+        weights = []
+    text = [n for n in top if n.endswith(TEXT_FILES) and not n.endswith(".index.json")]
+    return sorted(set(text) | set(weights))
+
+
+def _complete(path: Path) -> bool:
+    """A snapshot that is whole: fetched by tc_lib to the end (its marker), or one that another tool left
+    with its config and every weight file its index names; not a half-downloaded one."""
+    if (path / COMPLETE).is_file():
+        return True
+    if not (path / "config.json").is_file():
+        return False
+    for stem, suffix in WEIGHT_PREFERENCE:
+        index = path / f"{stem}{suffix}.index.json"
+        if index.is_file():
+            import json
+
+            try:
+                shards = set(json.loads(index.read_text())["weight_map"].values())
+            except (OSError, ValueError, KeyError, AttributeError):
+                return False
+            return all((path / shard).is_file() for shard in shards)
+        if (path / f"{stem}{suffix}").is_file():
+            return True
+    return False
 
 
 def is_hub_id(name: str) -> bool:
@@ -44,10 +85,10 @@ def cached(name: str) -> Path | None:
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     try:
-        path = Path(snapshot_download(name, cache_dir=str(model_dir()), local_files_only=True, allow_patterns=ALLOW))
+        path = Path(snapshot_download(name, cache_dir=str(model_dir()), local_files_only=True))
     except (LocalEntryNotFoundError, OSError, ValueError):
         return None
-    return path if (path / "config.json").is_file() else None
+    return path if _complete(path) else None
 
 
 def _not_available(name: str, why: str) -> ConfigError:
@@ -91,10 +132,17 @@ def local_path(name: str) -> Path:
 
 
 def download(name: str) -> Path:
-    from huggingface_hub import snapshot_download
+    """The repo's files_to_fetch into the cache (files already there are kept: a broken fetch resumes)."""
+    from huggingface_hub import HfApi, snapshot_download
 
     try:
-        return Path(snapshot_download(name, cache_dir=str(model_dir()), allow_patterns=ALLOW))
+        wanted = files_to_fetch(s.rfilename for s in HfApi().model_info(name).siblings or [])
+        if not any(n.endswith(tuple(suffix for _, suffix in WEIGHT_PREFERENCE)) for n in wanted):
+            raise ConfigError(f"model {name!r}: the repo has no model.safetensors or pytorch_model.bin at its top "
+                              "level (tc_lib loads PyTorch weights only)")
+        return Path(snapshot_download(name, cache_dir=str(model_dir()), allow_patterns=wanted))
+    except ConfigError:
+        raise
     except Exception as err:  # noqa: BLE001 — the hub client raises many kinds; each becomes one line
         raise ConfigError(f"model {name!r}: download into {model_dir()} failed ({err.__class__.__name__}: "
                           f"{first_line(err)})") from None
@@ -119,6 +167,7 @@ def fetch(names: Iterable[str]) -> list[tuple[str, Path]]:
     for name in dict.fromkeys(n for n in names if is_hub_id(n)):
         path = local_path(name)
         verify(name, path)
+        (path / COMPLETE).write_text("fetched and loaded by tc_lib\n", encoding="utf-8")  # last: whole from now on
         out.append((name, path))
     return out
 

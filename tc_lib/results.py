@@ -85,14 +85,12 @@ def environment() -> dict[str, Any]:
             versions[name] = None
     info: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform(),
                             "hostname": socket.gethostname(), "cpu_count": os.cpu_count(),
-                            "packages": versions, "git_commit": git_commit(), "device": "cpu",
-                            "gpu_name": None, "torch_threads": None}
+                            "packages": versions, "git_commit": git_commit(), "device": None,
+                            "gpu_name": None, "torch_threads": None}  # device: set by the run, once resolved
     try:
         import torch
 
         info["torch_threads"] = torch.get_num_threads()
-        if torch.cuda.is_available():
-            info["device"], info["gpu_name"] = "cuda", torch.cuda.get_device_name(0)
     except ImportError:
         pass
     info["cpu_model"] = _cpu_model()
@@ -154,8 +152,8 @@ def new_record(cfg: RunConfig, *, status: str) -> dict[str, Any]:
         "metrics": None, "params": None, "peft_target_modules": None,
         "timing": {"wall_time_s": None, "startup_s": None, "setup_s": None, "train_time_s": None, "eval_time_s": None,
                    "train_samples_per_s": None, "train_tokens_per_s": None},
-        "memory": {"peak_rss_mb": None, "peak_cuda_allocated_mb": None},
-        "environment": environment(), "execution": execution(), "weights_dir": None, "error": None,
+        "memory": {"peak_rss_mb": None, "peak_cuda_allocated_mb": None, "peak_cuda_reserved_mb": None},
+        "device": None, "environment": environment(), "execution": execution(), "weights_dir": None, "error": None,
     }
 
 

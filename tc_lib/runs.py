@@ -42,21 +42,31 @@ RUN_COLUMNS: dict[str, str] = {
     "params_trainable_no_head": "Int64", "wall_time_s": "Float64", "startup_s": "Float64", "setup_s": "Float64",
     "train_time_s": "Float64", "eval_time_s": "Float64",
     "train_samples_per_s": "Float64", "train_tokens_per_s": "Float64", "peak_rss_mb": "Float64",
-    "peak_cuda_allocated_mb": "Float64", "train_size": "Int64", "test_size": "Int64",
+    "peak_cuda_allocated_mb": "Float64", "peak_cuda_reserved_mb": "Float64", "train_size": "Int64", "test_size": "Int64",
     "max_train_samples": "Int64", "data_seed": "Int64", "data_seed_follows_seed": "boolean",
-    "train_split_size": "Int64", "device": "string", "torch_threads": "Int64", "error": "string",
+    "train_split_size": "Int64", "device": "string", "gpu_name": "string",
+    "cuda_visible_devices": "string", "torch_threads": "Int64", "error": "string",
     "run_dir": "string", "config": "object", "peft_target_modules": "object", "label_names": "object",
     "train_label_counts": "object",
 }
 
 
-def _arm_id(rec: dict[str, Any]) -> str:
-    """The record's arm id; records written before arms existed get it from their config."""
-    return rec.get("arm_id") or arm_id_of(rec["config"])
+def _arm(rec: dict[str, Any]) -> tuple[str, dict[str, Any], str | None]:
+    """(arm id, config, device used) of a record. Records written before arms existed get the id from
+    their config; `device: auto` becomes the device that ran it, and an `auto` run on a GPU is an arm of
+    its own (never pooled with the CPU runs of the same config)."""
+    cfg = {**LATER_FIELDS, **rec["config"]}
+    used = (rec.get("device") or {}).get("type") or rec["environment"].get("device")
+    arm_id = rec.get("arm_id") or arm_id_of(rec["config"])
+    if cfg["device"] == "auto" and used:
+        cfg["device"] = used
+        arm_id += "-cuda" if used == "cuda" else ""
+    return arm_id, cfg, used
 
 
 def _row(run_dir: Path, rec: dict[str, Any]) -> dict[str, Any]:
-    cfg, metrics = {**LATER_FIELDS, **rec["config"]}, rec.get("metrics") or {}
+    arm_id, cfg, used = _arm(rec)
+    metrics = rec.get("metrics") or {}
     floor = (rec.get("data") or {}).get("majority_floor") or {}
     params, timing, memory = rec.get("params") or {}, rec["timing"], rec["memory"]
     dataset = cfg["dataset"] if isinstance(cfg["dataset"], str) else "+".join(cfg["dataset"])
@@ -64,7 +74,7 @@ def _row(run_dir: Path, rec: dict[str, Any]) -> dict[str, Any]:
     data = rec["data"]
     follows = cfg.get("data_seed") == DATA_SEED_FOLLOWS
     return {
-        "run_id": rec["run_id"], "arm_id": _arm_id(rec), "status": rec["status"],
+        "run_id": rec["run_id"], "arm_id": arm_id, "status": rec["status"],
         "finished_at": rec.get("finished_at"), "model": cfg["model"], "dataset": dataset,
         "method": cfg["method"], "seed": cfg["seed"], "epochs": cfg["epochs"],
         "learning_rate": cfg["learning_rate"], "selection": rec["selection"]["rule"],
@@ -78,7 +88,8 @@ def _row(run_dir: Path, rec: dict[str, Any]) -> dict[str, Any]:
         "max_train_samples": cfg.get("max_train_samples"),
         "data_seed": data.get("data_seed", cfg["seed"] if follows else cfg.get("data_seed")),
         "data_seed_follows_seed": follows, "train_split_size": data.get("train_split_size"),
-        "device": rec["environment"].get("device"), "torch_threads": rec["environment"].get("torch_threads"),
+        "device": used, "gpu_name": rec["environment"].get("gpu_name"),
+        "cuda_visible_devices": (rec.get("execution") or {}).get("cuda_visible_devices"), "torch_threads": rec["environment"].get("torch_threads"),
         "error": (rec.get("error") or {}).get("message"), "run_dir": str(run_dir), "config": cfg,
         "peft_target_modules": rec.get("peft_target_modules"), "label_names": data.get("label_names"),
         "train_label_counts": data.get("train_label_counts"),
@@ -145,7 +156,7 @@ def read_history(root: str | Path = "outputs/runs", *, status: str | None = "suc
             for split in ("dev", "test"):
                 scores = epoch.get(split)
                 if scores:
-                    rows.append({"run_id": rec["run_id"], "arm_id": _arm_id(rec),
+                    rows.append({"run_id": rec["run_id"], "arm_id": _arm(rec)[0],
                                  "model": cfg["model"], "dataset": dataset,
                                  "method": cfg["method"], "seed": cfg["seed"], "epoch": epoch["epoch"],
                                  "split": split, "train_loss": epoch.get("train_loss"),

@@ -18,6 +18,10 @@ import numpy as np
 
 from .config import RunConfig
 from .data import carve_splits, data_root, files_for, get_dataset, label_names
+from .device import check as check_device
+from .device import describe as describe_device
+from .device import memory_peaks
+from .device import resolve as resolve_device
 from .errors import ConfigError, TcError
 from .evaluate import evaluate
 from .methods import REFERENCES
@@ -109,7 +113,9 @@ class _Recorder:
             def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
                 row = recorder.history[-1]
                 if "dev" in row and (recorder.best is None or row["dev"]["macro_f1"] > recorder.best[0]):
-                    snapshot = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+                    # kept in CPU memory: a copy on the GPU would count in the run's peak (~0.5 GB for a base model)
+                    snapshot = {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters()
+                                if p.requires_grad}
                     recorder.best = (row["dev"]["macro_f1"], row["epoch"], snapshot)
                 row["train_time_s"] = round(recorder.train_time, 3)
                 write_history(run_dir, recorder.history)
@@ -152,14 +158,10 @@ def _check_reporter(cfg: RunConfig) -> None:
                           f"(pip install {cfg.report_to}); or report_to: none")
 
 
-def _training_args(cfg: RunConfig, output_dir: str, run_dir: Path):
-    import torch
+def _training_args(cfg: RunConfig, output_dir: str, run_dir: Path, device: str):
     from accelerate.state import AcceleratorState
     from transformers import TrainingArguments
 
-    cuda = torch.cuda.is_available()
-    if cfg.mixed_precision == "fp16" and not cuda:
-        raise ConfigError("field 'mixed_precision': fp16 autocast needs a CUDA device; use bf16 on this machine")
     # TrainingArguments(bf16=True) exports ACCELERATE_MIXED_PRECISION=bf16 and accelerate keeps a
     # process-wide state: without clearing both, a later run in the same process (a notebook run twice,
     # the tests) would silently train under the previous run's autocast
@@ -172,7 +174,7 @@ def _training_args(cfg: RunConfig, output_dir: str, run_dir: Path):
         logging_strategy="epoch", save_strategy="no", disable_tqdm=not _interactive(),
         report_to=[] if cfg.report_to == "none" else [cfg.report_to], logging_dir=str(run_dir / "tensorboard"),
         label_names=["labels"],  # PeftModel hides `labels` from Trainer's signature check
-        use_cpu=not cuda, bf16=cfg.mixed_precision == "bf16", fp16=cfg.mixed_precision == "fp16",
+        use_cpu=device == "cpu", bf16=cfg.mixed_precision == "bf16", fp16=cfg.mixed_precision == "fp16",
         dataloader_num_workers=0, group_by_length=cfg.group_by_length,
     )
 
@@ -195,7 +197,7 @@ def _loss_function(class_weights: list[float] | None):
     return weighted_cross_entropy
 
 
-def _run(cfg: RunConfig, run_dir: Path, record: dict[str, Any], started: float) -> None:
+def _run(cfg: RunConfig, run_dir: Path, record: dict[str, Any], started: float, device: str) -> None:
     import torch
     from transformers import DataCollatorWithPadding, PrinterCallback, set_seed
 
@@ -213,11 +215,11 @@ def _run(cfg: RunConfig, run_dir: Path, record: dict[str, Any], started: float) 
     eval_sets = {"dev": splits["dev"], "test": splits["test"]} if "dev" in splits else {"test": splits["test"]}
     collator = DataCollatorWithPadding(tokenizer)
     recorder = _Recorder(cfg, len(names), eval_sets, collator)
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats(0)
     with tempfile.TemporaryDirectory(prefix="tc_trainer_") as scratch:
-        trainer = _trainer_class(recorder)(model=model, args=_training_args(cfg, scratch, run_dir), train_dataset=train,
-                                           eval_dataset=eval_sets, data_collator=collator,
+        trainer = _trainer_class(recorder)(model=model, args=_training_args(cfg, scratch, run_dir, device),
+                                           train_dataset=train, eval_dataset=eval_sets, data_collator=collator,
                                            callbacks=[recorder.callback(run_dir)],
                                            compute_loss_func=_loss_function(record["data"].get("class_weights")))
         trainer.remove_callback(PrinterCallback)
@@ -238,8 +240,8 @@ def _run(cfg: RunConfig, run_dir: Path, record: dict[str, Any], started: float) 
                             train_time_s=round(recorder.train_time, 3), eval_time_s=round(recorder.eval_time, 3),
                             train_samples_per_s=round(len(train) * cfg.epochs / recorder.train_time, 3),
                             train_tokens_per_s=round(tokens / recorder.train_time, 3))
-    if torch.cuda.is_available():
-        record["memory"]["peak_cuda_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    if device == "cuda":
+        record["memory"].update(memory_peaks())
     weights = save_weights(model, cfg, run_dir / "weights")
     record["weights_dir"] = str(weights) if weights else None
 
@@ -254,11 +256,17 @@ def train_and_evaluate(cfg: RunConfig) -> RunResult:
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # no fork warnings from the fast tokenizer
-    _check_reporter(cfg)  # before the record: a missing optional package is a config error, not a failed run
+    # before the record: a missing optional package or an unusable device is a config error, not a failed run
+    _check_reporter(cfg)
+    device = "cpu" if cfg.method in REFERENCES else resolve_device(cfg.device)  # scikit-learn: the CPU
+    if cfg.method not in REFERENCES:
+        check_device(cfg, device)
     try:
         run_dir, record = start_run(cfg)
     except OSError as err:  # nothing was written: say where, and do not point at a record
         raise TcError(unwritable(cfg.run_dir, err)) from None
+    record["device"] = describe_device(device, cfg.device)
+    record["environment"].update(device=device, gpu_name=record["device"]["name"] if device == "cuda" else None)
     started, age = time.perf_counter(), process_age_s()  # age: kernel start and imports, for a grid run
     try:
         if cfg.method in REFERENCES:
@@ -266,7 +274,7 @@ def train_and_evaluate(cfg: RunConfig) -> RunResult:
 
             run_reference(cfg, run_dir, record, started)
         else:
-            _run(cfg, run_dir, record, started)
+            _run(cfg, run_dir, record, started, device)
         if age is not None:
             record["timing"]["startup_s"] = round(age + record["timing"]["setup_s"], 3)
         record["status"] = "success"

@@ -67,7 +67,9 @@ def test_a_grid_mirroring_paper_yaml(tiny_family, real_data, tmp_path):
     """params/paper.yaml with the hub ids replaced by local tiny models of the same families, cut to one
     seed, one dataset and one epoch — every run of it succeeds through papermill."""
     spec = yaml.safe_load((REPO / "params" / "paper.yaml").read_text())
-    spec["defaults"].update(epochs=1, max_train_samples=24, max_seq_length=32, output_dir=str(tmp_path / "runs"))
+    assert spec["defaults"]["device"] == "cuda"  # the paper's GPU study; here the CPU stands in for it
+    spec["defaults"].update(epochs=1, max_train_samples=24, max_seq_length=32, output_dir=str(tmp_path / "runs"),
+                            device="auto")
     for grid in spec["grids"]:
         grid["axes"]["model"] = [tiny_family[m] for m in grid["axes"]["model"]]
         grid["axes"].update(seed=[1], dataset=["acl_sup"])
@@ -96,6 +98,11 @@ def hub(tiny_family, tmp_path):
 
     files = {p.name: p.read_bytes() for p in Path(tiny_family["roberta-base"]).iterdir() if p.is_file()}
     listed = set(files)
+    # the other formats a real repo holds (bert-base-uncased: all of these); served, never to be fetched
+    files.update({name: b"not for tc_lib" for name in ("pytorch_model.bin", "tf_model.h5", "flax_model.msgpack",
+                                                        "model.onnx", "coreml_model.mlmodel")})
+    listed |= set(files) | {"onnx/model.onnx", "coreml/float32_model.mlpackage/Manifest.json"}
+    requested: list[str] = []
 
     class Hub(http.server.BaseHTTPRequestHandler):
         def log_message(self, *args):
@@ -114,6 +121,8 @@ def hub(tiny_family, tmp_path):
             if parts[:3] == ["api", "models", "tiny-org"] and parts[3:4] == ["roberta"]:
                 info = {"id": "tiny-org/roberta", "sha": SHA, "siblings": [{"rfilename": f} for f in sorted(listed)]}
                 return self._send(json.dumps(info).encode(), headers={"Content-Type": "application/json"}, head=head)
+            if parts[:3] == ["tiny-org", "roberta", "resolve"]:
+                requested.append("/".join(parts[4:]))
             if parts[:3] == ["tiny-org", "roberta", "resolve"] and len(parts) == 5 and parts[4] in files:
                 body = files[parts[4]]
                 return self._send(body, head=head, headers={"X-Repo-Commit": SHA,
@@ -130,7 +139,7 @@ def hub(tiny_family, tmp_path):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     env = {"HF_ENDPOINT": f"http://127.0.0.1:{server.server_address[1]}", "HF_HUB_OFFLINE": "0",
            "TC_MODEL_DIR": str(tmp_path / "models"), "HF_HUB_DISABLE_TELEMETRY": "1"}
-    yield env, files
+    yield env, files, requested
     server.shutdown()
     server.server_close()
 
@@ -145,9 +154,23 @@ def _tc(*args, env, timeout=300):
 
 
 def test_models_fetch_verifies_and_the_nodes_then_run_offline(hub, tmp_path):
-    env, _ = hub
+    env, _, requested = hub
     out = _tc("models", "fetch", "tiny-org/roberta", env=env)
     assert out.returncode == 0, out.stderr
+    # one weight format (safetensors), the top-level config and tokenizer files, nothing else
+    fetched = {name for name in requested if name}
+    assert "model.safetensors" in fetched and "config.json" in fetched
+    assert not fetched & {"pytorch_model.bin", "tf_model.h5", "flax_model.msgpack", "model.onnx",
+                          "coreml_model.mlmodel", "onnx/model.onnx"}, fetched
+    snapshot = next((tmp_path / "models").glob("models--tiny-org--roberta/snapshots/*"))
+    assert (snapshot / ".tc_complete").is_file()
+    # a half-downloaded snapshot (config there, weights not, no marker) is not cached: the next fetch resumes
+    (snapshot / ".tc_complete").unlink()
+    (snapshot / "model.safetensors").unlink()
+    requested.clear()
+    again = _tc("models", "fetch", "tiny-org/roberta", env=env)
+    assert again.returncode == 0 and (snapshot / "model.safetensors").exists(), again.stderr
+    assert "model.safetensors" in requested and (snapshot / ".tc_complete").is_file()
     assert "ok  tiny-org/roberta" in out.stdout and f"export TC_MODEL_DIR={tmp_path / 'models'} HF_HUB_OFFLINE=1" \
         in out.stdout
     listed = _tc("models", "list", env=env)
@@ -162,7 +185,7 @@ def test_models_fetch_verifies_and_the_nodes_then_run_offline(hub, tmp_path):
 
 
 def test_models_fetch_refuses_a_corrupt_or_missing_file(hub, tmp_path):
-    env, files = hub
+    env, files, _ = hub
     files["model.safetensors"] = b"\0" * len(files["model.safetensors"])  # same size, not a safetensors file
     out = _tc("models", "fetch", "tiny-org/roberta", env=env)
     lines = out.stderr.strip().splitlines()

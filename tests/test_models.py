@@ -76,3 +76,40 @@ def test_real_mpnet_when_installed(tmp_path, monkeypatch):
     monkeypatch.setenv("TC_CACHE_DIR", str(tmp_path))
     folder = models.mpnet_dir()
     assert Path(folder, "model.safetensors").stat().st_size == 437_971_872
+
+
+def test_files_to_fetch_takes_one_weight_format():
+    from tc_lib.model_cache import files_to_fetch
+
+    bert = ["config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "model.safetensors",
+            "pytorch_model.bin", "tf_model.h5", "flax_model.msgpack", "model.onnx", "rust_model.ot",
+            "coreml/fill-mask/float32_model.mlpackage/Manifest.json", "onnx/config.json", "onnx/model.onnx",
+            "README.md", ".gitattributes"]
+    assert files_to_fetch(bert) == ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+                                    "vocab.txt"]
+    sharded_bin = ["config.json", "spiece.model", "pytorch_model-00001-of-00002.bin", "pytorch_model-00002-of-00002.bin",
+                   "pytorch_model.bin.index.json", "tf_model.h5"]
+    assert files_to_fetch(sharded_bin) == ["config.json", "pytorch_model-00001-of-00002.bin",
+                                           "pytorch_model-00002-of-00002.bin", "pytorch_model.bin.index.json",
+                                           "spiece.model"]
+    assert files_to_fetch(["config.json", "tf_model.h5"]) == ["config.json"]  # download() refuses it
+
+
+def test_a_half_downloaded_snapshot_is_not_cached(tmp_path, monkeypatch):
+    from tc_lib import model_cache
+
+    monkeypatch.setenv("TC_MODEL_DIR", "relative-models")
+    monkeypatch.chdir(tmp_path)
+    assert model_cache.model_dir() == tmp_path / "relative-models"  # absolute, against where it was read
+    snapshot = tmp_path / "relative-models" / "models--org--enc" / "snapshots" / ("a" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("a" * 40)
+    (snapshot / "config.json").write_text("{}")
+    assert model_cache.cached("org/enc") is None  # config only: the weights never arrived
+    (snapshot / "model.safetensors.index.json").write_text('{"weight_map": {"a": "model-1.safetensors", '
+                                                           '"b": "model-2.safetensors"}}')
+    (snapshot / "model-1.safetensors").write_bytes(b"x")
+    assert model_cache.cached("org/enc") is None  # one shard of two
+    (snapshot / "model-2.safetensors").write_bytes(b"x")
+    assert model_cache.cached("org/enc") == snapshot

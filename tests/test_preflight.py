@@ -61,7 +61,7 @@ def test_dry_run_lists_the_findings_and_downloads_nothing(tmp_path, monkeypatch,
     assert cli.main(["run", str(_grid(tmp_path)), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "2 of 2 files missing in" in out and "fetched before the first run from http://127.0.0.1:" in out
-    assert "ok  kernel  python3" in out and "ok  output" in out and "ok  device  cpu" in out
+    assert "ok  kernel  python3" in out and "ok  output" in out and "ok  device  cpu (TF-IDF reference runs only)" in out
     assert not (tmp_path / "data").exists() and not (tmp_path / "runs").exists()
 
 

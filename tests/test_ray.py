@@ -213,3 +213,15 @@ def test_bad_input_is_one_line_before_anything_runs(grid, cluster, args, pattern
     assert out.returncode == 2 and pattern in out.stderr, out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and time.monotonic() - started < 30, out.stderr
     assert not runs.exists() and not events(log, "start")  # nothing was submitted
+
+
+def test_fractional_gpus_share_one_gpu_and_no_gpus_hide_them_all(grid, cluster):
+    params, notebook, log, runs = grid
+    out = run(params, notebook, "--address", cluster, "--gpus-per-run", "0.5")
+    assert out.returncode == 0, out.stderr
+    seen = [r["execution"]["cuda_visible_devices"] for r in records(runs).values()]
+    assert len(seen) == 4 and set(seen) <= {"0", "1"}, seen  # Ray's ids, one GPU each, never "0,1"
+    out = run(params, notebook, "--address", cluster, "--gpus-per-run", "0", "--force")
+    assert out.returncode == 0, out.stderr
+    seen = [r["execution"]["cuda_visible_devices"] for r in records(runs).values()]
+    assert seen == ["", "", "", ""], seen  # set explicitly: a task without GPUs sees none

@@ -334,3 +334,39 @@ def test_records_get_the_mode_a_plain_open_gives(tmp_path):
 def _umask() -> int:
     with open("/proc/self/status") as status:
         return int(next(line for line in status if line.startswith("Umask:")).split()[1], 8)
+
+
+# ---------------------------------------------------------------- devices: one GPU per run, no silent CPU
+
+@pytest.mark.notebook
+def test_a_local_gpu_pool_gives_every_run_one_gpu_two_runs_per_gpu(fast_grid, monkeypatch):
+    grid, log, runs = fast_grid
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    driver = start_driver(grid, "--gpus", "0,1", "--runs-per-gpu", "2")  # --jobs follows: 4
+    out, err = driver.communicate(timeout=300)
+    assert driver.returncode == 0, err
+    first = err.splitlines()[0]
+    assert "4 to run (4 at a time)" in first and "GPUs 0,1 x 2 run(s) each" in first, err
+    assert "device auto -> cpu (torch" in first  # what `auto` means on this machine, said up front
+    seen = [json.loads((d / "metrics.json").read_text())["execution"]["cuda_visible_devices"] for d in runs.iterdir()]
+    assert sorted(seen) == ["0", "0", "1", "1"], seen  # each GPU exactly two runs, no run both
+    too_many = start_driver(grid, "--gpus", "0,1", "--jobs", "3", "--force")
+    out, err = too_many.communicate(timeout=120)
+    assert too_many.returncode == 2 and "--jobs 3: more runs at a time than GPU slots (2 GPUs x 1" in err, err
+
+
+@pytest.mark.notebook
+def test_device_cuda_on_a_machine_without_it_stops_before_any_run(fast_grid, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    grid, log, runs = fast_grid
+    cuda = tmp_path / "cuda.yaml"
+    cuda.write_text(grid.read_text().replace("defaults: {", "defaults: {device: cuda, "))
+    for args in ((), ("--dry-run",)):
+        driver = start_driver(cuda, *args)
+        out, err = driver.communicate(timeout=120)
+        assert driver.returncode == 2, (args, out, err)
+        assert "device: cuda, but torch" in err and "4 runs ask for it" in err and len(err.strip().splitlines()) == 1
+    assert not log.read_text() and not any(runs.glob("*/metrics.json"))  # nothing ran, nothing marked success

@@ -153,3 +153,26 @@ def test_missing_partition_and_missing_sbatch(grid, tmp_path):
     out = subprocess.run([sys.executable, "-m", "tc_lib", "run", str(params), "--partition", "debug"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "--partition is an option of --executor slurm" in out.stderr
+
+
+def test_the_time_limit_is_never_submitits_five_minutes(grid):
+    import re
+
+    params, notebook, log, runs = grid
+    dry = run(params, notebook, "--dry-run", "--gpus-per-run", "1", "--cpus-per-run", "2", "--mem", "2G")
+    assert dry.returncode == 0, dry.stderr
+    assert ("slurm per task: time 120 min (default: no finished run of these arms yet (set --time-min or slurm: "
+            "{time_min: M})), gres=gpu:1, cpus-per-task=2, mem=2G") in dry.stdout, dry.stdout
+    out = run(params, notebook, "--wait")
+    assert out.returncode == 0, out.stderr
+    job = re.search(r"submitted job array (\d+)", out.stdout).group(1)
+    shown = subprocess.run(["scontrol", "show", "job", f"{job}_0"], capture_output=True, text=True, timeout=30)
+    assert "TimeLimit=02:00:00" in shown.stdout, shown.stdout  # what sbatch was given: the stated default
+    # with finished runs of the same arm: 3x the slowest, at least 10 minutes
+    again = run(params, notebook, "--dry-run", "--force")
+    assert "time 10 min (3x the slowest finished run of the same arm" in again.stdout, again.stdout
+    params.write_text(params.read_text() + "slurm: {time_min: 45}\n")
+    given = run(params, notebook, "--dry-run")
+    assert f"time 45 min (slurm.time_min in {params})" in given.stdout, given.stdout
+    bad = run(params, notebook, "--dry-run", "--gpus-per-run", "0.5")
+    assert bad.returncode == 2 and "SLURM hands out whole GPUs" in bad.stderr, bad.stderr

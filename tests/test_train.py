@@ -46,6 +46,11 @@ def test_each_method_learns_and_writes_a_record(tiny_bert, synthetic_data, tmp_p
         assert rec["timing"][key] > 0
     assert rec["memory"]["peak_rss_mb"] > 50 and rec["environment"]["packages"]["torch"].startswith("2.13")
     assert json.loads((result.run_dir / "config.json").read_text())["method"] == method
+    import torch
+
+    if not torch.cuda.is_available():  # what the run actually used, in the record
+        assert rec["device"]["requested"] == "auto" and rec["device"]["type"] == "cpu"
+        assert rec["environment"]["device"] == "cpu" and rec["memory"]["peak_cuda_reserved_mb"] is None
 
 
 def test_balanced_class_weights_weight_the_training_loss(tiny_bert, synthetic_data, tmp_path):
@@ -200,6 +205,7 @@ def test_cli_train(tiny_bert, real_data, tmp_path):
     (["--set", "novalue"], "expected key=value"),
     (["--model", "/no/such/model"], "model '/no/such/model': cannot load it"),
     (["--dataset", "imdb_sup"], "field 'dataset'"),
+    (["--device", "gpu"], "argument --device: invalid choice"),
 ])
 def test_cli_train_bad_input(args, pattern, tmp_path):
     out = subprocess.run([sys.executable, "-m", "tc_lib", "train", "--output-dir", str(tmp_path), *args],
@@ -222,3 +228,15 @@ def test_report_to_needs_its_optional_package(tiny_bert, synthetic_data, tmp_pat
         train.train_and_evaluate(cfg)
     assert not cfg.run_dir.exists()  # nothing recorded
     assert tiny_cfg(tiny_bert, tmp_path, report_to=missing[0]).run_id == tiny_cfg(tiny_bert, tmp_path).run_id
+
+
+def test_cli_train_with_device_cuda_without_cuda_is_one_line_and_writes_nothing(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    out = subprocess.run([sys.executable, "-m", "tc_lib", "train", "--device", "cuda", "--output-dir", str(tmp_path)],
+                         capture_output=True, text=True, timeout=300)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1 and "field 'device': cuda, but torch" in lines[0], out.stderr
+    assert not any(tmp_path.iterdir())  # no record at all, certainly none marked success

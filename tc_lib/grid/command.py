@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
+from ..device import parse_gpus, visible_gpus
 from ..errors import ConfigError
 from .execute import TRAIN_NOTEBOOK, is_done
 from .local import GridInterrupted, run_grid
@@ -15,16 +17,17 @@ from .preflight import preflight, require
 class _ProgressBar:
     """Turns the executor's events into a tqdm bar, a line per failure and the plan line."""
 
-    def __init__(self, stream=None) -> None:
+    def __init__(self, stream=None, where: str = "") -> None:
         # sys.stderr when the bar is made, not when this module was imported (it may have been replaced since)
-        self.stream, self.bar = stream or sys.stderr, None
+        self.stream, self.bar, self.where = stream or sys.stderr, None, where
 
     def __call__(self, kind: str, info: dict) -> None:
         from tqdm.auto import tqdm
 
         if kind == "plan":
             jobs = f" ({info['jobs']} at a time)" if info["jobs"] > 1 else ""
-            print(f"{info['total']} runs: {info['skipped']} already done, {info['todo']} to run{jobs}", file=self.stream)
+            print(f"{info['total']} runs: {info['skipped']} already done, {info['todo']} to run{jobs}{self.where}",
+                  file=self.stream)
             self.bar = tqdm(total=info["todo"], unit="run", file=self.stream, dynamic_ncols=True, mininterval=0)
         elif kind == "done":
             if info["error"] is not None:
@@ -37,6 +40,7 @@ class _ProgressBar:
 
 
 def _cmd_run(args) -> int:
+    _check_executor_flags(args)
     only = parse_assignments(args.only, option="--only")
     configs = select(iter_grid(args.params, output_dir=args.output_dir), only)
     if args.dry_run:  # streams: the first runs print before a large grid is expanded
@@ -49,8 +53,12 @@ def _cmd_run(args) -> int:
         if not listed:
             raise ConfigError(f"{args.params}: no runs left after --only")
         print(f"{len(listed)} runs ({done} done) -> {listed[0].output_dir}")
-        found = preflight(listed, fetch=False)  # nothing is downloaded by a dry run
+        found = preflight(listed, fetch=False, local=args.executor == "local")  # a dry run downloads nothing
         print("preflight:\n" + "\n".join(f.line() for f in found))
+        if args.executor == "slurm":
+            from .slurm import describe, parse_slurm_args
+
+            print("slurm " + describe(*_slurm_resources(args, listed, parse_slurm_args(args.slurm_arg))))
         require(found)
         return 0
     configs = list(configs)
@@ -61,20 +69,25 @@ def _cmd_run(args) -> int:
     notebook = Path(args.notebook).resolve()
     if not notebook.is_file():
         raise ConfigError(f"--notebook {args.notebook}: no such notebook")
-    _check_executor_flags(args)
-    found = preflight(configs, fetch=True, progressbar=sys.stderr.isatty())  # before any run starts
+    found = preflight(configs, fetch=True, progressbar=sys.stderr.isatty(),  # before any run starts
+                      local=args.executor == "local")
     require(found)  # a problem is one error line; `--dry-run` lists every finding
     for finding in found:
         if finding.changed:
             print(f"preflight {finding.line().strip()}", file=sys.stderr)
     if args.executor == "slurm":
         return _run_slurm(args, configs, notebook)
-    progress = _ProgressBar()
     try:
         if args.executor == "ray":
+            progress = _ProgressBar()
             outcome = _run_ray(args, configs, notebook, progress)
         else:
-            outcome = run_grid(configs, force=args.force, jobs=args.jobs or 1, on_event=progress, notebook=notebook)
+            gpus = parse_gpus(args.gpus) if args.gpus is not None else visible_gpus()
+            device = next(f.detail for f in found if f.check == "device")
+            progress = _ProgressBar(where=f"; {device}" + (f"; GPUs {','.join(gpus)} x {args.runs_per_gpu or 1} "
+                                                           "run(s) each" if gpus else ""))
+            outcome = run_grid(configs, force=args.force, jobs=args.jobs, gpus=gpus,
+                               runs_per_gpu=args.runs_per_gpu or 1, on_event=progress, notebook=notebook)
     except GridInterrupted as stop:
         progress.close()
         print(f"interrupted: nothing new was started, {stop.in_flight} run(s) in flight left 'interrupted'; "
@@ -91,7 +104,8 @@ def _cmd_run(args) -> int:
 
 
 # which executor each option belongs to; any other given with it is one clear error
-EXECUTOR_FLAGS = {"--jobs": ("local",), "--address": ("ray",), "--max-retries": ("ray",),
+EXECUTOR_FLAGS = {"--jobs": ("local",), "--gpus": ("local",), "--runs-per-gpu": ("local",),
+                  "--address": ("ray",), "--max-retries": ("ray",),
                   "--gpus-per-run": ("ray", "slurm"), "--cpus-per-run": ("ray", "slurm"),
                   "--partition": ("slurm",), "--account": ("slurm",), "--mem": ("slurm",), "--time-min": ("slurm",),
                   "--max-parallel": ("slurm",), "--slurm-arg": ("slurm",), "--wait": ("slurm",)}
@@ -102,7 +116,13 @@ def _check_executor_flags(args) -> None:
         value = getattr(args, flag[2:].replace("-", "_"))
         if value not in (None, [], False) and args.executor not in executors:
             raise ConfigError(f"{flag} is an option of --executor {' or '.join(executors)}, not {args.executor}")
-    for flag, value, low in (("--gpus-per-run", args.gpus_per_run, 0), ("--cpus-per-run", args.cpus_per_run, 1),
+    gpus = args.gpus_per_run
+    if gpus is not None and not (math.isfinite(gpus) and gpus >= 0):
+        raise ConfigError(f"--gpus-per-run must be a number >= 0, got {gpus:g}")
+    if args.executor == "slurm" and gpus is not None and gpus != int(gpus):
+        raise ConfigError(f"--gpus-per-run {gpus:g}: SLURM hands out whole GPUs (--gres=gpu:G); to share a GPU "
+                          "between runs use --executor ray (fractions) or local (--runs-per-gpu)")
+    for flag, value, low in (("--runs-per-gpu", args.runs_per_gpu, 1), ("--cpus-per-run", args.cpus_per_run, 1),
                              ("--time-min", args.time_min, 1), ("--max-parallel", args.max_parallel, 1),
                              ("--max-retries", args.max_retries, 0)):
         if value is not None and value < low:
@@ -131,7 +151,7 @@ def _require_shared_folder(args) -> None:
 
 
 def _run_slurm(args, configs, notebook: Path) -> int:
-    from .slurm import Resources, check_cluster, parse_slurm_args, pending, submit, wait
+    from .slurm import check_cluster, describe, parse_slurm_args, pending, submit, wait
 
     extra = parse_slurm_args(args.slurm_arg)
     check_cluster(args.partition)
@@ -140,9 +160,8 @@ def _run_slurm(args, configs, notebook: Path) -> int:
         print(f"nothing to submit: all {len(kept)} runs are done, queued or running (python -m tc_lib status "
               f"{args.params})")
         return 0
-    resources = Resources(partition=args.partition, account=args.account, gpus_per_run=args.gpus_per_run or 0,
-                          cpus_per_run=args.cpus_per_run or 1, mem=args.mem, time_min=args.time_min,
-                          max_parallel=args.max_parallel, extra=extra)
+    resources, why = _slurm_resources(args, todo, extra)
+    print(describe(resources, why))
     log_root = Path(configs[0].output_dir) / ".slurm"
     job = submit(todo, resources, notebook=notebook, log_root=log_root, force=args.force)
     throttle = f", at most {args.max_parallel} at a time" if args.max_parallel else ""
@@ -160,6 +179,20 @@ def _run_slurm(args, configs, notebook: Path) -> int:
     return 1 if failed else 0
 
 
+def _slurm_resources(args, configs, extra: dict):
+    """(Resources, why its time limit): --time-min, else the params' slurm.time_min, else derived."""
+    from .params import slurm_settings
+    from .slurm import Resources, time_limit
+
+    given, source = args.time_min, "--time-min"
+    if given is None:
+        given, source = slurm_settings(args.params).get("time_min"), f"slurm.time_min in {args.params}"
+    minutes, why = time_limit(configs, given=given, source=source)
+    return Resources(partition=args.partition, account=args.account, gpus_per_run=int(args.gpus_per_run or 0),
+                     cpus_per_run=args.cpus_per_run or 1, mem=args.mem, time_min=minutes,
+                     max_parallel=args.max_parallel, extra=extra), why
+
+
 def register(sub) -> None:
     p = sub.add_parser("run", help="run a params grid through papermill (resumable)")
     p.add_argument("params", help="params/*.yaml")
@@ -167,14 +200,19 @@ def register(sub) -> None:
     p.add_argument("--force", action="store_true", help="rerun finished runs too")
     p.add_argument("--only", action="append", default=[], metavar="KEY=VALUE", help="keep matching runs")
     p.add_argument("--output-dir", help="where run folders go (default: the grid's output_dir)")
-    p.add_argument("--jobs", type=int, help="--executor local: runs executed in parallel (default 1)")
+    p.add_argument("--jobs", type=int, help="--executor local: runs executed in parallel (default: GPUs x "
+                                            "--runs-per-gpu on a GPU host, else 1)")
+    p.add_argument("--gpus", help="--executor local: GPU ids to share out, one per run, e.g. 0,1,2,3 (default: "
+                                  "every visible GPU)")
+    p.add_argument("--runs-per-gpu", type=int, help="--executor local: runs sharing one GPU at a time (default 1)")
     p.add_argument("--notebook", default=str(TRAIN_NOTEBOOK),
                    help="the training notebook each run executes (default: notebooks/train.ipynb)")
     p.add_argument("--executor", choices=("local", "ray", "slurm"), default="local",
                    help="local: worker processes here (default); ray: Ray tasks, embedded or on a cluster; "
                         "slurm: one job array through submitit")
     r = p.add_argument_group("--executor ray or slurm")
-    r.add_argument("--gpus-per-run", type=int, help="GPUs per run (Ray num_gpus; SLURM --gres=gpu:G)")
+    r.add_argument("--gpus-per-run", type=float, help="GPUs per run: ray num_gpus, fractions share a GPU (0.25: four "
+                                                      "runs per GPU); slurm --gres=gpu:G, whole GPUs (default 0)")
     r.add_argument("--cpus-per-run", type=int, help="CPUs per run (also its torch threads; default 1)")
     r.add_argument("--address", help="ray: the cluster to join (auto, HOST:PORT, ray://HOST:10001; default "
                                      "RAY_ADDRESS, else an embedded Ray on this machine)")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ..config import RunConfig
+from ..errors import ConfigError
 from .execute import TRAIN_NOTEBOOK, Interrupted, RunOutcome, die_with_parent, is_done, kill_kernels, run_one
 
 logger = logging.getLogger(__name__)
@@ -61,9 +62,12 @@ def _worker_init(parent: int) -> None:
     signal.signal(signal.SIGTERM, _on_sigterm)
 
 
-def _worker_main(cfg: RunConfig, notebook: str, force: bool, parent: int, results) -> None:
-    """A worker process: one run through `run_one`; its outcome goes back on `results`."""
+def _worker_main(cfg: RunConfig, notebook: str, force: bool, parent: int, results, gpu: str | None) -> None:
+    """A worker process: one run through `run_one`, on GPU `gpu` alone when given (set before anything
+    here or in the kernel initialises CUDA); its outcome goes back on `results`."""
     _worker_init(parent)
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     try:
         results.put(run_one(cfg, notebook=Path(notebook), executor="local", force=force))
     except Interrupted:
@@ -81,26 +85,57 @@ def plan(configs: Sequence[RunConfig], *, force: bool = False) -> tuple[GridOutc
     return outcome, todo
 
 
+class GpuPool:
+    """`runs_per_gpu` slots on each GPU id: a starting run takes a free slot of the least busy GPU."""
+
+    def __init__(self, gpus: Sequence[str], runs_per_gpu: int) -> None:
+        self.busy = {gpu: 0 for gpu in gpus}
+        self.runs_per_gpu = runs_per_gpu
+
+    @property
+    def slots(self) -> int:
+        return len(self.busy) * self.runs_per_gpu
+
+    def take(self) -> str:
+        gpu = min(self.busy, key=lambda g: self.busy[g])
+        assert self.busy[gpu] < self.runs_per_gpu, "no free GPU slot"
+        self.busy[gpu] += 1
+        return gpu
+
+    def give_back(self, gpu: str) -> None:
+        self.busy[gpu] -= 1
+
+
 def run_grid(configs: Sequence[RunConfig], *, force: bool = False, notebook: Path = TRAIN_NOTEBOOK,
-             jobs: int = 1, on_event: EventHandler | None = None) -> GridOutcome:
+             jobs: int | None = None, gpus: Sequence[str] = (), runs_per_gpu: int = 1,
+             on_event: EventHandler | None = None) -> GridOutcome:
     """Execute every config not already done, `jobs` at a time, each in a fresh worker process; one
     failure does not stop the grid.
 
-    Each kernel gets cpu_count // jobs torch threads (two OpenMP teams on the same cores slow each other
-    down badly). `force` reruns finished runs (their records are replaced).
+    With `gpus` (ids as CUDA_VISIBLE_DEVICES spells them) every run sees exactly one of them, at most
+    `runs_per_gpu` runs per GPU at a time; `jobs` defaults to len(gpus) * runs_per_gpu (else 1) and may
+    not exceed it. Each kernel gets cpu_count // jobs torch threads (two OpenMP teams on the same cores
+    slow each other down badly). `force` reruns finished runs (their records are replaced).
     """
     from multiprocessing import get_context
 
+    pool = GpuPool(gpus, runs_per_gpu) if gpus else None
+    jobs = jobs or (pool.slots if pool else 1)
+    if pool and jobs > pool.slots:
+        raise ConfigError(f"--jobs {jobs}: more runs at a time than GPU slots ({len(gpus)} GPUs x "
+                          f"{runs_per_gpu} runs per GPU); raise --runs-per-gpu or lower --jobs")
     emit = on_event or (lambda kind, info: None)
     outcome, todo = plan(configs, force=force)
     emit("plan", {"total": len(configs), "skipped": len(outcome.skipped), "todo": len(todo), "jobs": jobs})
     threads = max(1, (os.cpu_count() or jobs) // jobs)
     context = get_context("spawn")
     results = context.Queue()
-    pending, running = list(reversed(todo)), {}
+    pending, running, gpu_of = list(reversed(todo)), {}, {}
 
     def finish(result: RunOutcome) -> None:
         running.pop(result.run_id).join()
+        if pool:
+            pool.give_back(gpu_of.pop(result.run_id))
         outcome.add(result)
         emit("done", {"run_id": result.run_id, "status": result.status,
                       "error": result.message if result.status == "failed" else None})
@@ -110,8 +145,9 @@ def run_grid(configs: Sequence[RunConfig], *, force: bool = False, notebook: Pat
             while pending and len(running) < jobs:
                 cfg = pending.pop()
                 run = cfg if cfg.num_threads else RunConfig.from_dict({**cfg.to_dict(), "num_threads": threads})
+                gpu = gpu_of[cfg.run_id] = pool.take() if pool else None
                 running[cfg.run_id] = context.Process(target=_worker_main, name=f"tc-run-{cfg.run_id}",
-                                                      args=(run, str(notebook), force, os.getpid(), results))
+                                                      args=(run, str(notebook), force, os.getpid(), results, gpu))
                 running[cfg.run_id].start()
             result = _next_result(results, running)
             if result is not None:

@@ -5,6 +5,7 @@ A grid file has these keys, all optional:
     axes:      {field: [values]}          the cartesian product of these (in file order)
     overrides: {field: {value: {field: value}}}   e.g. method: {lora: {learning_rate: 1e-3}}
     grids:     [{defaults: ..., axes: ...}, ...]  several products in one file (instead of `axes`)
+    slurm:     {time_min: 90}             --executor slurm: the time limit per run (else derived)
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from typing import Any, Iterable, Iterator, Sequence
 from ..config import RunConfig
 from ..errors import ConfigError
 
-GRID_KEYS = ("defaults", "axes", "overrides", "grids")
+GRID_KEYS = ("defaults", "axes", "overrides", "grids", "slurm")
+SLURM_KEYS = {"time_min": "the time limit per run in minutes, an integer >= 1"}
 MAX_RUNS = 100_000  # a larger grid is refused before it is expanded
 
 
@@ -153,6 +155,19 @@ def given_output_dirs(path: str | Path) -> set[str]:
     path = Path(path)
     return {str(folder) for _, base, axes in _grids(path, read_spec(path))
             for folder in axes.get("output_dir", [base.get("output_dir", "outputs/runs")])}
+
+
+def slurm_settings(path: str | Path) -> dict[str, Any]:
+    """The params file's `slurm:` section, checked (keys of SLURM_KEYS)."""
+    path = Path(path)
+    section = _mapping(path, "slurm", read_spec(path).get("slurm"))
+    unknown = sorted(set(map(str, section)) - set(SLURM_KEYS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) slurm.{', slurm.'.join(unknown)}; expected {', '.join(SLURM_KEYS)}")
+    minutes = section.get("time_min")
+    if minutes is not None and (not isinstance(minutes, int) or isinstance(minutes, bool) or minutes < 1):
+        raise ConfigError(f"{path}: slurm.time_min: expected {SLURM_KEYS['time_min']}, got {minutes!r}")
+    return section
 
 
 def load_grid(path: str | Path, *, output_dir: str | None = None) -> list[RunConfig]:

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Sequence
 
 from ..config import RunConfig
+from ..device import NATIVE_BF16_CAPABILITY, cuda_problem, uses_bf16
 from ..errors import ConfigError, DataError, TcError
-from ..methods import REFERENCE_MODEL
+from ..methods import REFERENCE_MODEL, REFERENCES
 
 KERNEL = "python3"  # the kernel every run's notebook executes in (grid.execute)
 
@@ -101,25 +102,45 @@ def _outputs(configs: Sequence[RunConfig]) -> list[Finding]:
     return found
 
 
-def _device(configs: Sequence[RunConfig]) -> list[Finding]:
+def _device(configs: Sequence[RunConfig], *, local: bool) -> list[Finding]:
+    """Where a local grid's runs will train, said before they start; `device: cuda` that cannot be had
+    (and fp16 or emulated bf16) is one error here, never a grid of failed or CPU-bound runs."""
     import torch
 
-    if torch.cuda.is_available():
+    if not local:  # the runs' nodes, not this one, have the GPUs: each run checks its own (train.py)
+        return [Finding("device", True, "checked by each run on the node that runs it")]
+    encoders = [cfg for cfg in configs if cfg.method not in REFERENCES]
+    problem = cuda_problem()
+    if problem is None:
         names = sorted({torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())})
-        return [Finding("device", True, f"cuda: {torch.cuda.device_count()} visible ({', '.join(names)}), "
-                                        f"torch {torch.__version__}")]
-    fp16 = [cfg.run_id for cfg in configs if cfg.mixed_precision == "fp16"]
+        capability = min(torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count()))
+        bf16 = [cfg.run_id for cfg in encoders if uses_bf16(cfg) and cfg.device != "cpu"]
+        if bf16 and capability < NATIVE_BF16_CAPABILITY:
+            return [Finding("device", False, f"bf16 is emulated on {', '.join(names)} (compute capability "
+                                             f"{capability[0]}.{capability[1]}, native from 8.0); {len(bf16)} runs "
+                                             f"ask for it (first {bf16[0]}); use mixed_precision: fp16")]
+        return [Finding("device", True, f"device auto/cuda -> cuda: {torch.cuda.device_count()} visible "
+                                        f"({', '.join(names)}), torch {torch.__version__}")]
+    cuda = [cfg.run_id for cfg in configs if cfg.device == "cuda"]
+    if cuda:
+        return [Finding("device", False, f"device: cuda, but {problem}; {len(cuda)} runs ask for it "
+                                         f"(first {cuda[0]}); use device: auto or cpu to train on the CPU")]
+    fp16 = [cfg.run_id for cfg in encoders if cfg.mixed_precision == "fp16"]
     if fp16:
-        return [Finding("device", False, f"mixed_precision: fp16 needs a CUDA device and torch {torch.__version__} "
-                                         f"sees none; {len(fp16)} runs ask for it (first {fp16[0]}); use bf16 or no")]
-    return [Finding("device", True, f"cpu (torch {torch.__version__} sees no CUDA device)")]
+        return [Finding("device", False, f"mixed_precision: fp16 needs a CUDA device and {problem}; {len(fp16)} "
+                                         f"runs ask for it (first {fp16[0]}); use bf16 or no")]
+    if not encoders:
+        return [Finding("device", True, "cpu (TF-IDF reference runs only)")]
+    auto = sum(cfg.device == "auto" for cfg in encoders)
+    return [Finding("device", True, f"device auto -> cpu ({problem})" if auto else "cpu (device: cpu)")]
 
 
-def preflight(configs: Sequence[RunConfig], *, fetch: bool = True, progressbar: bool = False) -> list[Finding]:
+def preflight(configs: Sequence[RunConfig], *, fetch: bool = True, progressbar: bool = False,
+              local: bool = True) -> list[Finding]:
     """Every finding, the data first; with `fetch`, missing data files are downloaded (sha256-checked)."""
     if not configs:
         return []
-    found = _models(configs) + _kernel() + _outputs(configs) + _device(configs)
+    found = _models(configs) + _kernel() + _outputs(configs) + _device(configs, local=local)
     fetch = fetch and all(f.ok for f in found)  # no download for a grid that cannot start anyway
     return _data(configs, fetch=fetch, progressbar=progressbar) + found
 

@@ -102,18 +102,26 @@ def check_resources(ray, resources: RayResources) -> None:
                               f"one node: {have:g}); no run could ever be scheduled (see `ray status`)")
 
 
-def _task(config: dict, notebook_text: str, force: bool) -> tuple[str, str, str | None]:
+def _task(config: dict, notebook_text: str, force: bool, gpus: float) -> tuple[str, str, str | None]:
     """A Ray task, on a worker: the run function on a copy of the driver's notebook (worker nodes need
     tc_lib installed, not the driver's checkout). ray.cancel raises KeyboardInterrupt here, and run_one
-    then leaves the run `interrupted`."""
+    then leaves the run `interrupted`. Ray sets CUDA_VISIBLE_DEVICES to the ids it assigned a task that
+    asks for GPUs (a fraction too); a task that asks for none is hidden from every GPU here."""
     import ray
 
     cfg = RunConfig.from_dict(config)
     task = ray.get_runtime_context().get_task_id()
-    with tempfile.TemporaryDirectory(prefix="tc_ray_") as folder:
-        notebook = Path(folder) / "train.ipynb"
-        notebook.write_text(notebook_text, encoding="utf-8")
-        outcome = run_one(cfg, notebook=notebook, executor="ray", force=force, task=task)
+    before = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if not gpus:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    try:
+        with tempfile.TemporaryDirectory(prefix="tc_ray_") as folder:
+            notebook = Path(folder) / "train.ipynb"
+            notebook.write_text(notebook_text, encoding="utf-8")
+            outcome = run_one(cfg, notebook=notebook, executor="ray", force=force, task=task)
+    finally:  # the worker process may run the next task, one with GPUs
+        if not gpus:
+            os.environ.pop("CUDA_VISIBLE_DEVICES") if before is None else os.environ.update(CUDA_VISIBLE_DEVICES=before)
     return outcome.run_id, outcome.status, outcome.message
 
 
@@ -138,7 +146,7 @@ def run_grid_ray(configs: Sequence[RunConfig], resources: RayResources, *, force
         refs = {}
         for cfg in todo:
             run = replace(cfg, num_threads=cfg.num_threads or resources.cpus_per_run)
-            refs[remote.remote(run.to_dict(), text, force)] = cfg
+            refs[remote.remote(run.to_dict(), text, force, resources.gpus_per_run)] = cfg
         try:
             while refs:
                 ready, _ = ray.wait(list(refs), num_returns=1)

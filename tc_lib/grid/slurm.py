@@ -30,6 +30,13 @@ OWN = {"partition", "account", "array", "gres", "gpus", "cpus-per-task", "mem", 
 SLURM_ARG = re.compile(r"^([a-z][a-z0-9-]*)=(.+)$")
 
 
+# the time limit of a run with no finished run of its arm to go by: a base-size encoder's 10-epoch run of
+# params/paper.yaml takes well under an hour on one GPU (README, "On a SLURM cluster")
+DEFAULT_TIME_MIN = 120
+TIME_FACTOR = 3  # else: this many times the slowest finished run of the same arm
+MIN_TIME_MIN = 10
+
+
 @dataclass(frozen=True)
 class Resources:
     partition: str
@@ -37,9 +44,54 @@ class Resources:
     gpus_per_run: int = 0
     cpus_per_run: int = 1
     mem: str | None = None  # e.g. 16G
-    time_min: int | None = None
+    time_min: int = DEFAULT_TIME_MIN  # never submitit's own default (5 minutes)
     max_parallel: int | None = None
     extra: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+def time_limit(configs: Sequence[RunConfig], *, given: int | None, source: str) -> tuple[int, str]:
+    """(minutes, why) for one array of `configs`: `given` (from `source`), else per arm TIME_FACTOR x its
+    slowest finished run in the output folder, or DEFAULT_TIME_MIN for an arm with none; the largest."""
+    import math
+
+    from ..runs import scan_records
+
+    if given is not None:
+        return given, source
+    arms = {cfg.arm_id for cfg in configs}
+    slowest: dict[str, float] = {}
+    for _, record in scan_records(configs[0].output_dir)[0] if configs else ():
+        seconds = _run_seconds(record)
+        if record.get("status") == "success" and record.get("arm_id") in arms and seconds is not None:
+            slowest[record["arm_id"]] = max(slowest.get(record["arm_id"], 0.0), seconds)
+    if not slowest:
+        return DEFAULT_TIME_MIN, "default: no finished run of these arms yet (set --time-min or slurm: {time_min: M})"
+    derived = max(MIN_TIME_MIN, math.ceil(TIME_FACTOR * max(slowest.values()) / 60))
+    if len(slowest) < len(arms):
+        return max(derived, DEFAULT_TIME_MIN), (f"{TIME_FACTOR}x the slowest finished run of its arm ({derived} min), "
+                                                f"and the default {DEFAULT_TIME_MIN} min for arms with none")
+    return derived, f"{TIME_FACTOR}x the slowest finished run of the same arm ({max(slowest.values()) / 60:.1f} min)"
+
+
+def _run_seconds(record: dict) -> float | None:
+    """How long a finished run held its task: start to finish of the record, plus the kernel's start-up."""
+    from datetime import datetime
+
+    timing = record.get("timing") if isinstance(record.get("timing"), dict) else {}
+    try:
+        held = (datetime.fromisoformat(record["finished_at"]) - datetime.fromisoformat(record["started_at"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+    startup = timing.get("startup_s") if isinstance(timing.get("startup_s"), (int, float)) else 0
+    return max(held.total_seconds(), 0.0) + startup
+
+
+def describe(resources: Resources, why: str) -> str:
+    """What each array task asks SLURM for, in sbatch's terms."""
+    gres = f"gres=gpu:{resources.gpus_per_run}" if resources.gpus_per_run else "no GPU"
+    extra = "".join(f", {key}={value}" for key, value in resources.extra.items())
+    return (f"per task: time {resources.time_min} min ({why}), {gres}, cpus-per-task={resources.cpus_per_run}, "
+            f"mem={resources.mem or 'the partition default'}{extra}")
 
 
 def parse_slurm_args(items: Sequence[str]) -> dict[str, str]:
@@ -117,7 +169,8 @@ def submit(configs: Sequence[RunConfig], resources: Resources, *, notebook: Path
     executor = submitit.SlurmExecutor(folder=str(log_root / "%A"), python=sys.executable)
     params: dict[str, Any] = dict(partition=resources.partition, cpus_per_task=resources.cpus_per_run,
                                   job_name="tc_lib", additional_parameters=dict(resources.extra))
-    for key, value in (("account", resources.account), ("mem", resources.mem), ("time", resources.time_min),
+    params["time"] = resources.time_min
+    for key, value in (("account", resources.account), ("mem", resources.mem),
                        ("array_parallelism", resources.max_parallel)):
         if value is not None:
             params[key] = value

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import os
 
 from ..errors import ConfigError
@@ -130,6 +131,9 @@ def _cmd_memory(args) -> int:
         half = args.torch_dtype != "float32" or args.mixed_precision != "no"
         print(f"(accelerate estimate-memory would say {gib(accelerate_estimate(config, half_precision=half))} "
               "for any method and batch; plan the GPU with ~1–2 GB CUDA context and 5–10 % allocator slack on top)")
+    if args.torch_dtype == "bfloat16" and any(r.setup.method == "full" for r in rows):  # as training says it
+        print("note: full fine-tuning with bfloat16 weights keeps no fp32 master copy (updates below bf16's "
+              "rounding are lost); `tc_lib train` refuses it unless allow_pure_bf16: true", file=sys.stderr)
     return 0
 
 

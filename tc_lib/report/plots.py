@@ -116,6 +116,9 @@ def cost_quality_figure(frame: pd.DataFrame):
                             color=colors[r.name], label=r.name)
             if cost == "trainable":
                 ax.set_xscale("log")
+            if cost == "peak_mb":  # say which peak; CPU RSS and GPU memory on one axis are flagged
+                kinds = sorted(set(sub["peak_kind"]))
+                title += f" — {' + '.join(kinds)}" + ("（不可比 not comparable）" if len(kinds) > 1 else "")
             ax.set_xlabel(title, fontsize=9)
             ax.set_title(f"{dataset} — Macro-F1", fontsize=10)
             ax.grid(alpha=0.3)

@@ -169,9 +169,10 @@ class Report:
     def methods(self) -> None:
         md("## 全量微调 vs 参数高效方法 · Full fine-tuning vs parameter-efficient methods\n\n"
            "可训练参数分含分类头与不含分类头两列（BERT 的 pooler 计入分类头）。时间与吞吐为每次运行的训练部分；"
-           "峰值内存为进程峰值 RSS（CPU）或 CUDA 峰值分配。  \n"
+           "峰值内存注明所测之物：GPU 峰值保留（nvidia-smi 与显存溢出所见）、GPU 峰值分配或进程峰值 RSS（CPU）。  \n"
            "Trainable parameters with and without the head (BERT's pooler counts as head). Time and throughput "
-           "cover training; peak memory is the process peak RSS (CPU) or peak CUDA allocation.")
+           "cover training; each peak memory says what it measures: GPU peak reserved (what nvidia-smi and an "
+           "out-of-memory error see), GPU peak allocated, or the process peak RSS (CPU runs).")
         if len(self.arms):
             table(tables.methods_table(self.runs, self.arms))
 

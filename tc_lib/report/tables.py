@@ -18,7 +18,7 @@ SETTING_COLUMNS = {"epochs": "轮数 Epochs", "learning_rate": "学习率 LR", "
 EXTRA_TITLES = {"class_weights": "类别权重 Class weights (class_weights)",
                 "max_train_samples": "训练子集 Subsample (max_train_samples)"}
 METHOD_RANK = {name: i for i, name in enumerate([*METHODS, *REFERENCES])}  # full, PEFT methods, references
-SHOWN_ELSEWHERE = {"dataset", "model", "method", *SETTING_COLUMNS, "torch_dtype", "mixed_precision", "data_seed",
+SHOWN_ELSEWHERE = {"dataset", "model", "method", *SETTING_COLUMNS, "torch_dtype", "mixed_precision", "data_seed", "device",
                    *COMPANIONS["method"]}
 
 
@@ -37,6 +37,19 @@ def main_table(summary: pd.DataFrame, arm_frame: pd.DataFrame, metric: str) -> p
     return wide.rename(columns={"dataset": "数据集 Dataset", "name": "方法 Method (arm)"})
 
 
+# which peak a run measured, best first: GPU reserved (what nvidia-smi and an OOM see), allocated, CPU RSS
+PEAK_KINDS = {"peak_cuda_reserved_mb": "GPU reserved", "peak_cuda_allocated_mb": "GPU allocated",
+              "peak_rss_mb": "CPU RSS"}
+
+
+def peak_memory(runs: pd.DataFrame) -> tuple[float | None, str]:
+    """The largest peak (MB) of an arm's runs and what it measures, never two kinds in one number."""
+    for column, kind in PEAK_KINDS.items():
+        if column in runs and runs[column].notna().any():
+            return float(runs[column].max()), kind
+    return None, "—"
+
+
 def settings_table(arm_frame: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     """Per arm: train size, epochs, learning rate, batch, max length, selection, precision, data seed, the
     method's own settings, and every other config field in which the arms differ."""
@@ -52,6 +65,7 @@ def settings_table(arm_frame: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
         for field, title in SETTING_COLUMNS.items():
             row[title] = fmt_value(cfg.get(field), field) if neural or field == "selection" else "—"
         row["精度 Precision"] = f"{cfg['torch_dtype']} / autocast {cfg['mixed_precision']}" if neural else "float64"
+        row["设备 Device"] = _devices(runs[runs["arm_id"] == arm.arm_id])
         row["数据种子 Data seed"] = data_seed_rule(cfg)
         row["方法设置 Method settings"] = method_settings(cfg, targets.iloc[0] if len(targets) else None)
         for field in extra:
@@ -60,13 +74,20 @@ def settings_table(arm_frame: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _devices(runs: pd.DataFrame) -> str:
+    """The devices an arm's runs used, e.g. `cuda (NVIDIA H200)` or `cpu`."""
+    names = [f"{d} ({g})" if d == "cuda" and isinstance(g, str) else str(d)
+             for d, g in zip(runs["device"].fillna("?"), runs.get("gpu_name", pd.Series(None, index=runs.index)))]
+    return ", ".join(sorted(set(names))) or "—"
+
+
 def methods_table(runs: pd.DataFrame, arm_frame: pd.DataFrame) -> pd.DataFrame:
     """Per arm: accuracy and macro-F1 with CIs, trainable parameters, training time, throughput, memory."""
     rows = []
     for arm in arm_frame.itertuples():
         g = runs[runs["arm_id"] == arm.arm_id]
         acc, f1 = stats.summarize(g["accuracy"].tolist()), stats.summarize(g["macro_f1"].tolist())
-        memory = g["peak_cuda_allocated_mb"].fillna(g["peak_rss_mb"])
+        peak, kind = peak_memory(g)
         rows.append({
             "数据集 Dataset": arm.dataset, "模型 Model": arm.model, "方法 Method": arm.name, "n": acc["n"],
             "准确率 Accuracy [95% CI]": f"{fmt(acc['mean'])} [{fmt(acc['ci_low'])}, {fmt(acc['ci_high'])}]",
@@ -76,7 +97,7 @@ def methods_table(runs: pd.DataFrame, arm_frame: pd.DataFrame) -> pd.DataFrame:
             "占比 % of total": f"{100 * g['params_trainable'].iloc[0] / g['params_total'].iloc[0]:.2f}%",
             "训练时间 Train time (s)": fmt(g["train_time_s"].mean(), 1),
             "吞吐 Throughput (ex/s)": fmt(g["train_samples_per_s"].mean(), 1),
-            "峰值内存 Peak memory (MB)": fmt(memory.max(), 0),
+            "峰值内存 Peak memory (MB)": "—" if peak is None else f"{fmt(peak, 0)} {kind}",
         })
     return pd.DataFrame(rows)
 
@@ -166,7 +187,8 @@ def datasets_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 def cost_quality(runs: pd.DataFrame, arm_frame: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
     """Per arm: macro-F1 (mean, 95 % CI) beside what it cost: trainable parameters, training time
-    (mean seconds per run) and peak memory (MB, CUDA if measured else RSS)."""
+    (mean seconds per run) and peak memory (MB; `peak_kind` says which peak: GPU reserved, else allocated,
+    else CPU RSS)."""
     f1 = summary[summary["metric"] == "macro_f1"].set_index("arm_id")
     rows = []
     for arm in arm_frame.itertuples():
@@ -175,5 +197,5 @@ def cost_quality(runs: pd.DataFrame, arm_frame: pd.DataFrame, summary: pd.DataFr
                      "name": f"{arm.model} · {arm.name}", "macro_f1": f1.loc[arm.arm_id, "mean"],
                      "ci_low": f1.loc[arm.arm_id, "ci_low"], "ci_high": f1.loc[arm.arm_id, "ci_high"],
                      "trainable": float(g["params_trainable"].median()), "train_time_s": float(g["train_time_s"].mean()),
-                     "peak_mb": float(g["peak_cuda_allocated_mb"].fillna(g["peak_rss_mb"]).max())})
+                     **dict(zip(("peak_mb", "peak_kind"), peak_memory(g)))})
     return pd.DataFrame(rows)
