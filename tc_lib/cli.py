@@ -75,6 +75,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     check_available([cfg.model])  # a hub id neither cached nor reachable: one line now, not after retries
     try:
         result = train_and_evaluate(cfg)
+    except KeyboardInterrupt:
+        print(f"interrupted: the run is left 'interrupted' ({cfg.run_dir}/metrics.json); run the same command to "
+              "train it again", file=sys.stderr)
+        return 130
     except TcError:
         raise
     except Exception as err:
@@ -129,6 +133,10 @@ def _cmd_models(args: argparse.Namespace) -> int:
         print(f"{len(rows)} models in {model_cache.model_dir()}")
         return 0
     names = list(args.names)
+    for name in names:  # a name that is no hub id, no registry model and no folder would be skipped silently
+        if not model_cache.is_hub_id(name) and name not in model_cache.REGISTRY_NAMES and not Path(name).exists():
+            raise TcError(f"models fetch {name}: not a hub id (org/name or name), a registry model "
+                          f"({', '.join(model_cache.REGISTRY_NAMES)}) or an existing folder")
     for params in args.params:
         names += [cfg.model for cfg in iter_grid(params)]
     if not names:

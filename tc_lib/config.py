@@ -229,9 +229,11 @@ def _validate(cfg: RunConfig) -> None:
                           "torch_dtype: float32 with mixed_precision: bf16, or set allow_pure_bf16: true to accept it")
     _check(cfg.save_weights in SAVE_WEIGHTS, "save_weights", " | ".join(SAVE_WEIGHTS), cfg.save_weights)
     _check(isinstance(cfg.group_by_length, bool), "group_by_length", "true or false", cfg.group_by_length)
-    _check(_is_int(cfg.seed) and cfg.seed >= 0, "seed", "an integer >= 0", cfg.seed)
-    _check((_is_int(cfg.data_seed) and cfg.data_seed >= 0) or cfg.data_seed == DATA_SEED_FOLLOWS, "data_seed",
-           f"an integer >= 0 or {DATA_SEED_FOLLOWS!r} (the data seed follows the training seed)", cfg.data_seed)
+    # numpy and torch take seeds in [0, 2**32): a larger one would fail inside the run
+    _check(_is_int(cfg.seed) and 0 <= cfg.seed < 2**32, "seed", "an integer in [0, 2**32)", cfg.seed)
+    _check((_is_int(cfg.data_seed) and 0 <= cfg.data_seed < 2**32) or cfg.data_seed == DATA_SEED_FOLLOWS, "data_seed",
+           f"an integer in [0, 2**32) or {DATA_SEED_FOLLOWS!r} (the data seed follows the training seed)",
+           cfg.data_seed)
     for name in ("epochs", "train_batch_size", "eval_batch_size", "lora_r", "lora_alpha",
                  "adapter_reduction_factor"):
         value = getattr(cfg, name)

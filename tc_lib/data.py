@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 from collections import Counter
 from dataclasses import dataclass
@@ -61,6 +62,8 @@ def _read_semeval(path: Path, labels: Sequence[str], sep_token: str) -> Examples
         records = json.loads(_read_text(path))
     except json.JSONDecodeError as err:
         raise DataError(f"{path} line {err.lineno} column {err.colno}: malformed JSON ({err.msg})") from None
+    except RecursionError:
+        raise DataError(f"{path}: JSON nested too deeply; expected an object mapping id -> record") from None
     if not isinstance(records, dict):
         raise DataError(f"{path}: expected a JSON object mapping id -> record, got {type(records).__name__}")
     texts, ids = [], []
@@ -86,6 +89,8 @@ def _read_jsonl(path: Path, labels: Sequence[str], sep_token: str) -> Examples:
             rec = json.loads(line)
         except json.JSONDecodeError as err:
             raise DataError(f"{path} line {lineno}: malformed JSON ({err.msg})") from None
+        except RecursionError:
+            raise DataError(f"{path} line {lineno}: JSON nested too deeply; expected one flat object") from None
         if not isinstance(rec, dict) or not isinstance(rec.get("text"), str) or "label" not in rec:
             raise DataError(f"{path} line {lineno}: expected an object with string 'text' and 'label'")
         texts.append(rec["text"])
@@ -98,7 +103,14 @@ def _read_agnews_csv(path: Path, labels: Sequence[str], sep_token: str) -> Examp
     texts, ids = [], []
     valid = [str(i) for i in range(1, len(labels) + 1)]
     with io.StringIO(_read_text(path), newline="") as fh:
-        for rowno, row in enumerate(csv.reader(fh), start=1):
+        rows = csv.reader(fh)
+        for rowno in itertools.count(1):
+            try:
+                row = next(rows)
+            except StopIteration:
+                break
+            except csv.Error as err:  # e.g. a field larger than the csv module's limit (128 KiB)
+                raise DataError(f"{path} row {rowno}: not readable as CSV ({err})") from None
             if len(row) != 3:
                 raise DataError(f"{path} row {rowno}: expected 3 columns (class index, title, description), "
                                 f"got {len(row)}")

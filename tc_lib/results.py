@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .config import RunConfig
+from .record_shape import shape_problem
 
 SCHEMA_VERSION = 2  # 2: torch_dtype/mixed_precision and peft_target_modules replace precision and lora_*
 STATUSES = ("running", "success", "failed", "interrupted")  # interrupted: stopped by Ctrl-C, resumable
@@ -192,19 +193,29 @@ def check_record(record: Any) -> str | None:
             return f"field {key!r} missing or not a {kind.__name__}"
     if record["status"] not in STATUSES:
         return f"unknown status {record['status']!r}"
-    return None
+    return shape_problem(record)
+
+
+MAX_RECORD_BYTES = 50_000_000  # a record is a few kB (its confusion matrix grows with the classes)
 
 
 def read_record(run_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
     """(record, None) for a usable metrics.json, else (None, why it cannot be used)."""
+    path = Path(run_dir) / "metrics.json"
+    if path.exists() and not path.is_file():  # a pipe would block the read, a device never end it
+        return None, "not a regular file (a pipe, socket, device or folder)"
     try:
-        record = json.loads((Path(run_dir) / "metrics.json").read_text(encoding="utf-8"))
+        if path.stat().st_size > MAX_RECORD_BYTES:
+            return None, f"{path.stat().st_size:,} bytes: too large for a run record"
+        record = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None, "no metrics.json (the run never started its record)"
     except (OSError, UnicodeDecodeError) as err:
         return None, f"unreadable ({err.__class__.__name__})"
     except ValueError as err:
         return None, f"torn or not JSON ({str(err).splitlines()[0]})"
+    except RecursionError:
+        return None, "nested too deeply to be a run record"
     reason = check_record(record)
     return (None, reason) if reason else (record, None)
 

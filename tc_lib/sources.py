@@ -59,9 +59,10 @@ def mirror_url(base_url: str | None = None) -> str:
 
 
 def data_root() -> Path:
-    """`TC_DATA_DIR` if set, else `data/` at the repository root."""
+    """`TC_DATA_DIR` if set (absolute: a relative one is taken against the current folder, where it is
+    read; grid kernels get it made absolute against the driver's), else `data/` at the repository root."""
     env = os.environ.get("TC_DATA_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "data"
+    return Path(env).expanduser().resolve() if env else Path(__file__).resolve().parents[1] / "data"
 
 
 def sha256_of(path: Path) -> str:
@@ -129,6 +130,11 @@ def fetch_files(files: Sequence[RawFile], *, root: Path | None = None, base_url:
             rows.append({"file": raw.relpath, "status": "present"})
             continue
         url = raw.url(base_url)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:  # checked before the download: the data root cannot take the file
+            raise DataError(f"{target.parent}: cannot create the data folder ({err.strerror}); set TC_DATA_DIR "
+                            "or --root to a folder you can write") from None
         try:
             pooch.retrieve(url, known_hash=f"sha256:{raw.sha256}", fname=target.name,
                            path=target.parent, progressbar=progressbar)

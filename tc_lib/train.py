@@ -279,7 +279,8 @@ def train_and_evaluate(cfg: RunConfig) -> RunResult:
             record["timing"]["startup_s"] = round(age + record["timing"]["setup_s"], 3)
         record["status"] = "success"
     except BaseException as err:  # KeyboardInterrupt too: the record must not stay `running` if we can help it
-        record["status"] = "failed"
+        # Ctrl-C is the user's stop, as in a grid: resumable, not a failure of the run
+        record["status"] = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
         record["error"] = {"type": err.__class__.__name__, "message": str(err) or err.__class__.__name__,
                            "traceback": traceback.format_exc()}
         raise

@@ -150,7 +150,7 @@ def test_sweeps_and_data_seed_following_the_seed(tmp_path):
     assert set(tables.settings_table(report.arms, report.runs)["数据种子 Data seed"]) == {"= seed"}
     a, b = RunConfig(seed=1, data_seed="seed"), RunConfig(seed=2, data_seed="seed")
     assert a.arm_id == b.arm_id and (a.effective_data_seed, b.effective_data_seed) == (1, 2)
-    with pytest.raises(ConfigError, match="field 'data_seed': expected an integer >= 0 or 'seed'"):
+    with pytest.raises(ConfigError, match="field 'data_seed': expected an integer in \\[0, 2\\*\\*32\\) or 'seed'"):
         RunConfig(data_seed="seeds")
 
 
@@ -219,13 +219,39 @@ def test_export_and_memory_validate_cli(tmp_path):
     (tmp_path / "empty").mkdir()  # a fresh clone's outputs/runs before any grid ran
     for args, pattern in ((["export", "--runs", str(tmp_path / "runs")], "give --csv PATH and/or --xlsx PATH"),
                           (["export", "--runs", str(tmp_path / "none"), "--csv", "x.csv"], "no runs folder"),
-                          (["export", "--runs", str(tmp_path / "empty"), "--csv", "x.csv"], "no successful run records"),
-                          (["report", "--runs", str(tmp_path / "empty"), "--out", str(tmp_path / "out")],
-                           "no successful run records; run a grid first"),
                           (["memory", "validate", "--out", "/proc/tc-no-such"], "--out /proc/tc-no-such: cannot write")):
         out = _cli(*args)
         lines = out.stderr.strip().splitlines()
         assert out.returncode == 2 and len(lines) == 1 and pattern in lines[0], (args, out.stderr)
+
+
+def test_an_empty_or_all_failed_folder_gives_a_report_and_a_table_that_say_so(tmp_path):
+    from tc_lib.config import RunConfig
+    from tc_lib.results import finish_run, new_record
+
+    (tmp_path / "empty").mkdir()  # a fresh clone's outputs/runs before any grid ran
+    out = _cli("report", "--runs", str(tmp_path / "empty"), "--out", str(tmp_path / "out0"))
+    assert out.returncode == 0 and "note: no run in" in out.stderr, out.stderr
+    assert "No successful runs were found (no run records at all)" in (tmp_path / "out0" / "report.html").read_text()
+    runs = tmp_path / "runs"
+    for seed, status, message in ((1, "failed", "DataError: restaurant_sup: 2 files missing\nsecond line"),
+                                  (2, "interrupted", "stopped by the user; run the grid again to finish it")):
+        cfg = RunConfig(seed=seed, output_dir=str(runs))
+        record = new_record(cfg, status=status)
+        record["error"] = {"type": status, "message": message, "traceback": None}
+        cfg.run_dir.mkdir(parents=True)
+        finish_run(cfg.run_dir, record)
+    out = _cli("report", "--runs", str(runs), "--out", str(tmp_path / "out"))
+    assert out.returncode == 0, out.stderr
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "No successful runs were found (1 failed, 1 interrupted)" in html
+    assert "[failed]: DataError: restaurant_sup: 2 files missing" in html and "second line" not in html
+    table = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert list(table["status"]) == ["failed", "interrupted"]
+    assert table.loc[0, "error"] == "DataError: restaurant_sup: 2 files missing"
+    out = _cli("export", "--runs", str(runs), "--csv", str(tmp_path / "x.csv"), "--xlsx", str(tmp_path / "x.xlsx"))
+    assert out.returncode == 0 and "no run in" in out.stderr and len(pd.read_csv(tmp_path / "x.csv")) == 2
+    assert pd.read_excel(tmp_path / "x.xlsx", sheet_name="runs")["status"].tolist() == ["failed", "interrupted"]
 
 
 def test_cost_quality_puts_each_arm_beside_its_costs(tmp_path):

@@ -183,6 +183,21 @@ def test_two_drivers_on_one_grid_never_run_a_run_twice(grid, cluster):
     assert sorted(e[1] for e in events(log, "end")) == sorted(starts)
 
 
+def test_two_embedded_ray_drivers_on_one_grid_run_each_run_once(grid, monkeypatch):
+    """Every embedded Ray numbers its job 01000000 and its tasks alike: the lease must not take the other
+    driver's live lease for a retry of its own task."""
+    params, notebook, log, runs = grid
+    for key in AUTH:  # each embedded instance makes its own token
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("TC_TEST_SLEEP", "3")
+    drivers = [start(params, notebook, "--cpus-per-run", "1") for _ in range(2)]
+    results = [d.communicate(timeout=240) for d in drivers]
+    assert [d.returncode for d in drivers] == [0, 0], results
+    starts = [e[1] for e in events(log, "start")]
+    assert len(starts) == 4 and len(set(starts)) == 4, starts  # executions counted, not folders
+    assert all(r["status"] == "success" and r["execution"]["attempt"] == 1 for r in records(runs).values())
+
+
 def test_an_embedded_ray_runs_the_grid_quietly(grid, monkeypatch):
     params, notebook, log, runs = grid
     for key in AUTH:  # the embedded instance makes its own token

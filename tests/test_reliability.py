@@ -46,6 +46,16 @@ def one_line_error(out, pattern: str) -> None:
     ("defaults:\n  output_dir: ''\naxes:\n  seed: [1]\n", "field 'output_dir': expected a non-empty path, got ''"),
     ("axes:\n  seed: " + str(list(range(1000))) + "\n  lora_r: " + str(list(range(1, 1001))) + "\n",
      "the grid has more than 100,000 runs"),
+    ("defaults:\n  1: x\naxes:\n  seed: [1]\n", "line 2: key '1' in defaults is not a name (a string)"),
+    ("axes:\n  null: [1]\n", "line 2: key 'null' in axes is not a name"),
+    ("axes:\n  seed: [1]\n  [a]: [2]\n", "line 3: key 'a sequence' in axes is not a name"),
+    ("true: 1\n", "line 1: key 'true' in the top level is not a name"),
+    ("axes:\n  seed: [1, 2, 3]\noverrides:\n  method: {full: {seed: 1}}\n",
+     "overrides.method.full sets seed, an axis of this grid"),
+    ("axes:\n  seed: " + "[" * 100 + "1" + "]" * 100 + "\n", "nested more than 20 levels deep"),
+    ("axes:\n  seed: " + "[" * 100000 + "\n", "nested more than 20 levels deep"),
+    ("axes:\n  dataset: [{a: 1}]\noverrides:\n  dataset: {x: {seed: 1}}\n", "dataset never takes the value 'x'"),
+    ("axes:\n  dataset: [[1, 2]]\n", "field 'dataset': expected a name or a list of distinct names"),
 ])
 def test_params_are_strict(tmp_path, text, pattern):
     grid = tmp_path / "grid.yaml"
@@ -53,6 +63,32 @@ def test_params_are_strict(tmp_path, text, pattern):
     started = time.monotonic()
     one_line_error(cli("run", str(grid), "--dry-run"), pattern)
     assert time.monotonic() - started < 60  # a 10^6-run grid is refused before it is expanded
+
+
+def test_params_read_merge_keys_and_yaml_1_2_floats(tmp_path):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(f"defaults: &common\n  learning_rate: 1e-4\n  epochs: 2\n  output_dir: {tmp_path / 'runs'}\n"
+                    "grids:\n  - defaults: {<<: *common, epochs: 1}\n    axes: {seed: [1, 2]}\n")
+    configs = load_grid(grid)
+    assert [(c.learning_rate, c.epochs, c.seed) for c in configs] == [(1e-4, 1, 1), (1e-4, 1, 2)]
+    out = cli("run", str(grid), "--dry-run", "--only", "learning_rate=1e-4", "--only", "seed=2")
+    assert out.returncode == 0 and "1 runs (0 done)" in out.stdout, out.stderr  # compared as numbers
+    out = cli("run", str(grid), "--dry-run", "--only", "learning_rate=0.0001")
+    assert "2 runs (0 done)" in out.stdout, out.stderr
+
+
+def test_params_that_are_not_a_regular_file_or_too_big_are_refused_unread(tmp_path):
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    started = time.monotonic()
+    one_line_error(cli("run", str(fifo), "--dry-run"), "not a regular file (a pipe, socket or device)")
+    assert time.monotonic() - started < 30  # never blocked reading it
+    zero = tmp_path / "zero.yaml"
+    zero.symlink_to("/dev/zero")
+    one_line_error(cli("run", str(zero), "--dry-run"), "not a regular file")
+    big = tmp_path / "big.yaml"
+    big.write_text("# padding\n" * 200_000)
+    one_line_error(cli("run", str(big), "--dry-run"), "a params file is at most 1,000,000")
 
 
 def test_params_path_that_is_a_folder_or_not_utf8(tmp_path):
@@ -370,3 +406,178 @@ def test_device_cuda_on_a_machine_without_it_stops_before_any_run(fast_grid, tmp
         assert driver.returncode == 2, (args, out, err)
         assert "device: cuda, but torch" in err and "4 runs ask for it" in err and len(err.strip().splitlines()) == 1
     assert not log.read_text() and not any(runs.glob("*/metrics.json"))  # nothing ran, nothing marked success
+
+
+# ---------------------------------------------------------------- leases that cannot be trusted, final records
+
+@pytest.mark.parametrize("content", ["null", "[]", '"x"', '{"owner": "x"}', '{"owner": "x", "host": "h", "pid": 0, '
+                                     '"since": 0}', '{"owner": "x", "host": "h", "pid": 7, "since": 1e300}'])
+def test_a_lease_that_holds_no_lease_is_stale_and_status_says_so(fast_grid, content):
+    grid, log, runs = fast_grid
+    cfg = load_grid(grid)[0]
+    cfg.run_dir.mkdir(parents=True)
+    (cfg.run_dir / lease.LEASE_FILE).write_text(content)
+    out = cli("status", str(grid))
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+    row = next(line for line in out.stdout.splitlines() if cfg.run_id in line)
+    assert row.startswith("stale"), row
+    os.utime(cfg.run_dir / lease.LEASE_FILE, (time.time() - 5, time.time() - 5))  # not being written right now
+    held = lease.acquire(cfg.run_dir, executor="local", attempt=1)
+    assert held is not None  # taken over, never "busy forever"
+    held.release()
+
+
+def test_a_pipe_in_place_of_the_lease_is_never_read(fast_grid):
+    grid, log, runs = fast_grid
+    cfg = load_grid(grid)[0]
+    cfg.run_dir.mkdir(parents=True)
+    os.mkfifo(cfg.run_dir / lease.LEASE_FILE)
+    out = cli("status", str(grid), timeout=60)
+    assert out.returncode == 0 and "lease file unusable: not a regular file" in out.stdout, out.stderr
+    held = lease.acquire(cfg.run_dir, executor="local", attempt=1)  # would block on reading it
+    assert held is not None and (cfg.run_dir / lease.LEASE_FILE).is_file()
+    held.release()
+
+
+def test_a_heartbeat_from_the_future_is_stale_and_a_live_holder_here_never_is(tmp_path, monkeypatch):
+    import socket
+
+    future = {"owner": "x", "host": "elsewhere", "pid": 7, "since": 0, "heartbeat": time.time() + 86400}
+    assert lease.is_stale(future)  # a clock a day ahead: never goes stale by the heartbeat otherwise
+    mine = {"owner": "x", "host": socket.gethostname(), "pid": os.getpid(), "since": 0, "heartbeat": 0,
+            "pid_start": lease.process_start(os.getpid())}
+    assert not lease.is_stale(mine)  # alive here: a day-old heartbeat does not matter
+    assert lease.is_stale({**mine, "pid_start": mine["pid_start"] + 1})  # the pid now names another process
+    monkeypatch.setenv("TC_LEASE_TIMEOUT_S", "abc")
+    with pytest.raises(errors.ConfigError, match="TC_LEASE_TIMEOUT_S='abc': expected a number of seconds > 0"):
+        lease.is_stale(future)
+
+
+def test_a_kernel_that_dies_after_its_success_record_keeps_the_success(fast_grid, monkeypatch):
+    grid, log, runs = fast_grid
+    monkeypatch.setenv("TC_TEST_DIE_AFTER_SUCCESS", "2")
+    driver = start_driver(grid, "--jobs", "2")
+    out, err = driver.communicate(timeout=300)
+    assert driver.returncode == 0, err
+    assert "done: 4 succeeded, 0 skipped, 0 failed" in err and "finished, then the kernel died" in err, err
+    seed2 = next(cfg for cfg in load_grid(grid) if cfg.seed == 2)
+    record = json.loads((seed2.run_dir / "metrics.json").read_text())
+    assert record["status"] == "success" and record["error"] is None
+
+
+def test_train_interrupted_by_ctrl_c_is_left_interrupted(tiny_bert, real_data, tmp_path):
+    driver = subprocess.Popen([sys.executable, "-m", "tc_lib", "train", "--model", tiny_bert, "--epochs", "50",
+                               "--dataset", "acl_sup", "--max-train-samples", "64", "--output-dir", str(tmp_path),
+                               "--set", "max_seq_length=32"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        wait_for(lambda: any(tmp_path.glob("*/history.jsonl")), timeout=120)  # training is under way
+        os.kill(driver.pid, signal.SIGINT)
+        out, err = driver.communicate(timeout=60)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    assert driver.returncode == 130 and "left 'interrupted'" in err and "Traceback" not in err, err
+    record = json.loads(next(tmp_path.glob("*/metrics.json")).read_text())
+    assert record["status"] == "interrupted" and record["error"]["type"] == "KeyboardInterrupt"
+
+
+# ---------------------------------------------------------------- hostile input: one line each, exit 2
+
+def _hostile_files(tmp_path: Path) -> dict[str, Path]:
+    base = json.loads((Path(__file__).resolve().parents[1] / "tc_lib/memory/model_configs/open_llama_3b.json")
+                      .read_text())
+    out = {}
+    for name, change in (("act", {"hidden_act": "bogus"}), ("rope", {"rope_scaling": {"rope_type": "bogus"}}),
+                         ("deep", {"num_hidden_layers": 100_000})):
+        out[name] = tmp_path / f"{name}.json"
+        out[name].write_text(json.dumps({**base, **change}))
+    nested = tmp_path / "nested" / "semeval14_restaurant"
+    nested.mkdir(parents=True)
+    (nested / "train.json").write_text("[" * 100_000 + "]" * 100_000)
+    (nested / "test.json").write_text("{}")
+    wide = tmp_path / "wide" / "agnews"
+    wide.mkdir(parents=True)
+    (wide / "test.csv").write_text('1,"' + "x" * 200_000 + '",y\n')
+    return out
+
+
+@pytest.mark.parametrize("args,env,pattern", [
+    (["memory", "--model", "{act}"], {}, "config field 'hidden_act' is 'bogus'; transformers knows"),
+    (["memory", "--model", "{rope}"], {}, "has rope_type 'bogus'"),
+    (["memory", "--model", "{deep}"], {}, "'num_hidden_layers' is 100,000; the estimator models configs up to 512"),
+    (["data", "info", "restaurant_sup", "--root", "{tmp}/nested", "--no-verify"], {}, "JSON nested too deeply"),
+    (["data", "info", "agnews_sup", "--root", "{tmp}/wide", "--no-verify"], {},
+     "test.csv row 1: not readable as CSV (field larger than field limit"),
+    (["data", "fetch", "restaurant_sup", "--root", "/proc/tc-no-such"], {"TC_DATA_MIRROR": "http://127.0.0.1:9"},
+     "/proc/tc-no-such/semeval14_restaurant: cannot create the data folder"),
+    (["train", "--seed", "4294967296", "--output-dir", "{tmp}/o"], {}, "field 'seed': expected an integer in [0, 2**32)"),
+    (["models", "fetch", "a/b/c"], {}, "models fetch a/b/c: not a hub id"),
+    (["status", "{grid}"], {"TC_LEASE_TIMEOUT_S": "abc"}, "TC_LEASE_TIMEOUT_S='abc': expected a number of seconds"),
+    (["run", "{grid}", "--dry-run"], {"TC_LEASE_HEARTBEAT_S": "-1"}, "TC_LEASE_HEARTBEAT_S='-1': expected a number"),
+])
+def test_hostile_input_is_one_line(tmp_path, args, env, pattern):
+    files = _hostile_files(tmp_path)
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(f"defaults: {{output_dir: {tmp_path / 'runs'}}}\naxes:\n  seed: [1]\n")
+    args = [a.format(tmp=tmp_path, grid=grid, **files) for a in args]
+    started = time.monotonic()
+    out = cli(*args, env=env)
+    one_line_error(out, pattern)
+    assert time.monotonic() - started < 60  # refused, not estimated for minutes
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_pipe_or_a_deep_nest_in_place_of_a_record_is_listed_not_read(fast_grid):
+    grid, log, runs = fast_grid
+    first, second = load_grid(grid)[:2]
+    for cfg in (first, second):
+        cfg.run_dir.mkdir(parents=True)
+    os.mkfifo(first.run_dir / "metrics.json")
+    (second.run_dir / "metrics.json").write_text("[" * 100_000 + "]" * 100_000)
+    out = cli("status", str(grid), timeout=60)
+    assert out.returncode == 0 and "4 runs: 4 pending" in out.stdout, out.stderr
+    from tc_lib.runs import Problem, read_runs
+
+    problems: list[Problem] = []
+    read_runs(runs, problems=problems)
+    reasons = {Path(p.file).parent.name: p.reason for p in problems}
+    assert reasons == {first.run_id: "not a regular file (a pipe, socket, device or folder)",
+                       second.run_id: "nested too deeply to be a run record"}
+
+
+@pytest.mark.parametrize("key,value,reason", [
+    ("config", {}, "field 'config.model' missing"),
+    ("metrics", [1, 2], "field 'metrics': expected a mapping of numbers or null"),
+    ("timing", "x", "field 'timing' missing or not a dict"),
+    ("selection", {}, "field 'selection.rule' missing"),
+    ("data", {}, "field 'data.train_size' missing"),
+    ("config.dataset", 3, "field 'config.dataset': expected a string or a list of strings, got 3"),
+    ("config.seed", "x", "field 'config.seed': expected an integer, got 'x'"),
+    ("metrics.accuracy", "x", "field 'metrics': expected a mapping of numbers"),
+    ("config.method", "bogus", "'bogus' is no method this tc_lib knows"),
+    ("execution", "x", "field 'execution': expected a mapping or null"),
+    ("memory.peak_rss_mb", "x", "field 'memory.peak_rss_mb': expected a number or null, got 'x'"),
+])
+def test_a_tampered_record_is_listed_with_its_field_never_a_crash(tmp_path, key, value, reason):
+    from planted import plant_run
+    from tc_lib.report.export import export_tables
+    from tc_lib.runs import Problem, read_runs
+
+    configs = [RunConfig(seed=seed, dataset="acl_sup", output_dir=str(tmp_path)) for seed in (1, 2)]
+    for cfg in configs:
+        plant_run(tmp_path, cfg, 0.5)
+    path = configs[0].run_dir / "metrics.json"
+    record = json.loads(path.read_text())
+    *parents, last = key.split(".")
+    target = record
+    for part in parents:
+        target = target[part]
+    target[last] = value
+    path.write_text(json.dumps(record))
+    problems: list[Problem] = []
+    runs = read_runs(tmp_path, problems=problems)
+    assert list(runs["run_id"]) == [configs[1].run_id]  # the other run still counts
+    assert len(problems) == 1 and problems[0].file == str(path) and reason in problems[0].reason, problems
+    assert len(export_tables(tmp_path)["runs"]) == 1

@@ -9,6 +9,7 @@ from pathlib import Path
 from ..device import parse_gpus, visible_gpus
 from ..errors import ConfigError
 from .execute import TRAIN_NOTEBOOK, is_done
+from .lease import check_settings
 from .local import GridInterrupted, run_grid
 from .params import iter_grid, parse_assignments, select
 from .preflight import preflight, require
@@ -30,8 +31,10 @@ class _ProgressBar:
                   file=self.stream)
             self.bar = tqdm(total=info["todo"], unit="run", file=self.stream, dynamic_ncols=True, mininterval=0)
         elif kind == "done":
-            if info["error"] is not None:
-                self.bar.write(f"FAILED {info['run_id']}: {info['error']}")
+            if info["error"] is not None:  # tqdm.write would print to stdout: keep the grid's talk on one stream
+                self.bar.write(f"FAILED {info['run_id']}: {info['error']}", file=self.stream)
+            elif info.get("warning"):
+                self.bar.write(f"warning {info['run_id']}: {info['warning']}", file=self.stream)
             self.bar.update(1)
 
     def close(self) -> None:
@@ -41,6 +44,7 @@ class _ProgressBar:
 
 def _cmd_run(args) -> int:
     _check_executor_flags(args)
+    check_settings()
     only = parse_assignments(args.only, option="--only")
     configs = select(iter_grid(args.params, output_dir=args.output_dir), only)
     if args.dry_run:  # streams: the first runs print before a large grid is expanded

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..config import RunConfig
 from ..errors import first_line
-from ..results import finish_run, load_record, new_record, unwritable
+from ..results import finish_run, load_record, new_record, now, unwritable
 from .lease import acquire, is_stale, read_lease
 
 REPO = Path(__file__).resolve().parents[2]
@@ -117,22 +117,27 @@ def is_done(cfg: RunConfig) -> bool:
     return bool(record and record["status"] == "success" and record["config_hash"] == cfg.config_hash)
 
 
-def execute(cfg: RunConfig, *, notebook: Path = TRAIN_NOTEBOOK, timeout_s: int | None = None) -> None:
+def execute(cfg: RunConfig, *, notebook: Path = TRAIN_NOTEBOOK, timeout_s: int | None = None) -> str | None:
     """Run one config through papermill in a fresh kernel; the executed notebook is kept in the run folder.
 
     If the kernel dies before the notebook writes its record (killed, out of memory), the record still
-    says `running`: it is marked failed here with the cause.
+    says `running`: it is marked failed here with the cause. A success record this attempt wrote is
+    final: when the kernel dies after it, the run stands and a warning is returned.
     """
     import papermill as pm
 
     run_dir = cfg.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
+    attempt_started = now()
     try:
         pm.execute_notebook(str(notebook), str(run_dir / "train.ipynb"), parameters=cfg.to_dict(),
                             kernel_name="python3", progress_bar=False, cwd=str(notebook.parent), start_timeout=180,
                             execution_timeout=timeout_s, kernel_manager_class=guarded_kernel_manager(os.getcwd()))
     except Exception as err:
         record = load_record(run_dir)
+        if (record is not None and record["status"] == "success" and record["config_hash"] == cfg.config_hash
+                and str(record.get("started_at") or "") >= attempt_started):
+            return f"finished, then the kernel died ({cause(err)}); its success record stands"
         if record is None or record["status"] != "failed":
             record = record if record and record["status"] == "running" else new_record(cfg, status="failed")
             record["status"] = "failed"
@@ -141,6 +146,7 @@ def execute(cfg: RunConfig, *, notebook: Path = TRAIN_NOTEBOOK, timeout_s: int |
         raise
     finally:
         kill_kernels()  # papermill shuts the kernel down; this only catches one that would not go
+    return None
 
 
 def cause(err: BaseException) -> str:
@@ -163,7 +169,7 @@ def cell_traceback(err: BaseException) -> str | None:
 class RunOutcome:
     run_id: str
     status: str  # success | failed | skipped (done already) | busy (another driver holds it)
-    message: str | None = None
+    message: str | None = None  # why it failed; for a success, a warning (the kernel died after the record)
 
 
 def mark_stopped(cfg: RunConfig, status: str, message: str) -> None:
@@ -206,8 +212,8 @@ def run_one(cfg: RunConfig, *, notebook: Path = TRAIN_NOTEBOOK, executor: str = 
         if not force and is_done(cfg):  # another driver finished it between our check and our claim
             return RunOutcome(cfg.run_id, "skipped")
         os.environ.update(TC_EXECUTOR=executor, TC_ATTEMPT=str(attempt))  # the kernel inherits them
-        execute(cfg, notebook=notebook, timeout_s=timeout_s)
-        return RunOutcome(cfg.run_id, "success")
+        warning = execute(cfg, notebook=notebook, timeout_s=timeout_s)
+        return RunOutcome(cfg.run_id, "success", warning)
     except (Interrupted, KeyboardInterrupt):  # SIGTERM to a local worker, ray.cancel in a Ray task
         kill_kernels()
         mark_stopped(cfg, "interrupted", "stopped by the user; run the grid again to finish it")

@@ -60,6 +60,9 @@ def _worker_init(parent: int) -> None:
     die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    # papermill's "Kernel died while waiting for execute reply" would reach the driver's terminal raw; the
+    # run's outcome (its record, the grid's FAILED or warning line) says it in one line instead
+    logging.getLogger("papermill").setLevel(logging.CRITICAL)
 
 
 def _worker_main(cfg: RunConfig, notebook: str, force: bool, parent: int, results, gpu: str | None) -> None:
@@ -138,7 +141,8 @@ def run_grid(configs: Sequence[RunConfig], *, force: bool = False, notebook: Pat
             pool.give_back(gpu_of.pop(result.run_id))
         outcome.add(result)
         emit("done", {"run_id": result.run_id, "status": result.status,
-                      "error": result.message if result.status == "failed" else None})
+                      "error": result.message if result.status == "failed" else None,
+                      "warning": result.message if result.status == "success" else None})
 
     try:
         while pending or running:

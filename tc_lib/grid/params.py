@@ -10,8 +10,10 @@ A grid file has these keys, all optional:
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
+import re
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -31,14 +33,25 @@ def _mapping(path: Path, where: str, value: Any) -> dict:
     return value
 
 
-def _strict_loader():
-    """yaml's SafeLoader, but a key given twice in one mapping is an error (PyYAML keeps the last)."""
+MAX_BYTES = 1_000_000  # a params file larger than this is refused before it is parsed
+MAX_DEPTH = 20  # mappings and lists nested deeper than this are refused
+MERGE_TAG = "tag:yaml.org,2002:merge"
+# YAML 1.2 floats: PyYAML reads YAML 1.1, where 1e-4 (no dot) is a string; in a params file it is a number
+FLOAT_12 = re.compile(r"""^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$""")
+
+
+@functools.cache
+def strict_loader():
+    """yaml's SafeLoader, but a key given twice in one mapping is an error (PyYAML keeps the last), merge
+    keys (`<<: *base`) work, and 1e-4 reads as the number it means (YAML 1.2)."""
     import yaml
 
     class StrictLoader(yaml.SafeLoader):
         def construct_mapping(self, node, deep=False):
             seen: dict[Any, int] = {}
             for key_node, _ in node.value:
+                if key_node.tag == MERGE_TAG:  # the merged keys come from an anchor; flatten_mapping adds them
+                    continue
                 key = self.construct_object(key_node, deep=True)
                 if key in seen:
                     raise yaml.constructor.ConstructorError(
@@ -46,7 +59,51 @@ def _strict_loader():
                 seen[key] = key_node.start_mark.line
             return super().construct_mapping(node, deep=deep)
 
+    StrictLoader.add_implicit_resolver("tag:yaml.org,2002:float", FLOAT_12, list("-+0123456789."))
     return StrictLoader
+
+
+# where the keys of a mapping name fields (or the file's own sections): they must be strings. Keys of an
+# override table (overrides.<field>) are that field's values and may be numbers or null.
+def _names_fields(where: tuple) -> bool:
+    return not (len(where) == 2 and where[0] == "overrides")
+
+
+def _check_tree(path: Path, root: Any) -> None:
+    """Before anything is built: depth at most MAX_DEPTH, and keys that name fields are strings (one
+    line naming the file, the line and the key)."""
+    import yaml
+
+    stack = [(root, (), 0)]
+    while stack:
+        node, where, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ConfigError(f"{path} line {node.start_mark.line + 1}: nested more than {MAX_DEPTH} levels deep")
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if key.tag == MERGE_TAG:
+                    stack.append((value, where, depth + 1))
+                    continue
+                if _names_fields(where) and key.tag != "tag:yaml.org,2002:str":
+                    shown = key.value if isinstance(key, yaml.ScalarNode) else "a " + key.id
+                    raise ConfigError(f"{path} line {key.start_mark.line + 1}: key {shown!r} in "
+                                      f"{'.'.join(map(str, where)) or 'the top level'} is not a name (a string); "
+                                      "keys name fields")
+                stack.append((value, (*where, key.value if isinstance(key, yaml.ScalarNode) else "?"), depth + 1))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((item, (*where, index), depth + 1) for index, item in enumerate(node.value))
+
+
+def _load(path: Path, text: str) -> Any:
+    loader = strict_loader()(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_tree(path, node)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 def read_spec(path: Path) -> dict:
@@ -55,10 +112,14 @@ def read_spec(path: Path) -> dict:
 
     if path.is_dir():
         raise ConfigError(f"{path}: is a folder, not a params file")
+    if not path.exists():
+        raise ConfigError(f"{path}: params file not found")
+    if not path.is_file():  # a FIFO would block the read, a device never end it
+        raise ConfigError(f"{path}: not a regular file (a pipe, socket or device); expected a YAML params file")
     try:
+        if path.stat().st_size > MAX_BYTES:
+            raise ConfigError(f"{path}: {path.stat().st_size:,} bytes; a params file is at most {MAX_BYTES:,}")
         raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: params file not found") from None
     except OSError as err:
         raise ConfigError(f"{path}: cannot read it ({err.strerror})") from None
     try:
@@ -67,11 +128,13 @@ def read_spec(path: Path) -> dict:
         line = raw[:err.start].count(b"\n") + 1
         raise ConfigError(f"{path} line {line}: not UTF-8 text") from None
     try:
-        spec = yaml.load(text, Loader=_strict_loader())  # noqa: S506 — a SafeLoader subclass
+        spec = _load(path, text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}{where}: invalid YAML ({getattr(err, 'problem', err)})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested more than {MAX_DEPTH} levels deep") from None
     if spec is None:
         raise ConfigError(f"{path}: the params file is empty; expected a mapping with {', '.join(GRID_KEYS)}")
     if not isinstance(spec, dict):
@@ -116,7 +179,12 @@ def _check_overrides(path: Path, overrides: dict, grids: list[tuple[str, dict, d
         if field not in fields:
             raise ConfigError(f"{path}: overrides.{field}: unknown field; valid fields: {', '.join(fields)}")
         taken = {_key(v) for _, base, axes in grids for v in axes.get(field, [base.get(field)])}
-        for value in _mapping(path, f"overrides.{field}", table):
+        for value, settings in _mapping(path, f"overrides.{field}", table).items():
+            axis = sorted({name for name in _mapping(path, f"overrides.{field}.{value}", settings)
+                           for _, _, axes in grids if name in axes})
+            if axis:
+                raise ConfigError(f"{path}: overrides.{field}.{value} sets {', '.join(axis)}, an axis of this grid: it "
+                                  "would replace the axis values (3 seeds would become 1 run); move it into the axes")
             if value not in taken:
                 raise ConfigError(f"{path}: overrides.{field}.{value}: {field} never takes the value {value!r} "
                                   f"in this grid (it takes: {', '.join(map(str, sorted(taken, key=str)))})")
@@ -175,7 +243,16 @@ def load_grid(path: str | Path, *, output_dir: str | None = None) -> list[RunCon
 
 
 def _key(value: Any) -> Any:
-    return "+".join(value) if isinstance(value, (list, tuple)) else value
+    """A field value as a hashable key: a list (of datasets, of modules) as 'a+b'; a mapping as its text."""
+    if isinstance(value, (list, tuple)):
+        return "+".join(map(str, value))
+    return repr(value) if isinstance(value, dict) else value
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Two field values are equal: numbers by value (1e-4 == 0.0001), the rest as keys."""
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b))
+    return a == b if numbers else str(_key(a)) == str(_key(b))
 
 
 def select(configs: Iterable[RunConfig], only: dict[str, Any]) -> Iterator[RunConfig]:
@@ -184,11 +261,11 @@ def select(configs: Iterable[RunConfig], only: dict[str, Any]) -> Iterator[RunCo
     for key in only:
         if key not in fields:
             raise ConfigError(f"--only {key}: unknown field; valid fields: {', '.join(sorted(fields))}")
-    return (c for c in configs if all(str(_key(getattr(c, k))) == str(_key(v)) for k, v in only.items()))
+    return (c for c in configs if all(_same(getattr(c, k), v) for k, v in only.items()))
 
 
 def parse_assignments(items: Sequence[str], *, option: str = "--set") -> dict[str, Any]:
-    """key=value pairs; values are YAML scalars or lists (1e-4, null, [query, value])."""
+    """key=value pairs; values are read like the params file's (1e-4 a number, null, [query, value])."""
     import yaml
 
     out = {}
@@ -197,7 +274,7 @@ def parse_assignments(items: Sequence[str], *, option: str = "--set") -> dict[st
         if not sep or not key.strip():
             raise ConfigError(f"{option} {item!r}: expected key=value")
         try:
-            out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+            out[key.strip()] = yaml.load(value, Loader=strict_loader()) if value.strip() else None  # noqa: S506
         except yaml.YAMLError as err:
             raise ConfigError(f"{option} {item!r}: cannot parse the value ({err.__class__.__name__})") from None
     return out

@@ -102,7 +102,7 @@ def check_resources(ray, resources: RayResources) -> None:
                               f"one node: {have:g}); no run could ever be scheduled (see `ray status`)")
 
 
-def _task(config: dict, notebook_text: str, force: bool, gpus: float) -> tuple[str, str, str | None]:
+def _task(config: dict, notebook_text: str, force: bool, gpus: float, driver: str) -> tuple[str, str, str | None]:
     """A Ray task, on a worker: the run function on a copy of the driver's notebook (worker nodes need
     tc_lib installed, not the driver's checkout). ray.cancel raises KeyboardInterrupt here, and run_one
     then leaves the run `interrupted`. Ray sets CUDA_VISIBLE_DEVICES to the ids it assigned a task that
@@ -110,7 +110,9 @@ def _task(config: dict, notebook_text: str, force: bool, gpus: float) -> tuple[s
     import ray
 
     cfg = RunConfig.from_dict(config)
-    task = ray.get_runtime_context().get_task_id()
+    # the same for the retries of one task and never for two drivers' tasks: every embedded Ray numbers
+    # its jobs and tasks alike (job 01000000), so the task id alone would let one driver take the other's lease
+    task = f"{driver}:{ray.get_runtime_context().get_task_id()}"
     before = os.environ.get("CUDA_VISIBLE_DEVICES")
     if not gpus:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
@@ -142,11 +144,11 @@ def run_grid_ray(configs: Sequence[RunConfig], resources: RayResources, *, force
                       "jobs": max(1, slots)})
         remote = ray.remote(_task).options(num_cpus=resources.cpus_per_run, num_gpus=resources.gpus_per_run,
                                            max_retries=resources.max_retries, retry_exceptions=False)
-        text = Path(notebook).read_text(encoding="utf-8")
+        text, driver = Path(notebook).read_text(encoding="utf-8"), uuid.uuid4().hex
         refs = {}
         for cfg in todo:
             run = replace(cfg, num_threads=cfg.num_threads or resources.cpus_per_run)
-            refs[remote.remote(run.to_dict(), text, force, resources.gpus_per_run)] = cfg
+            refs[remote.remote(run.to_dict(), text, force, resources.gpus_per_run, driver)] = cfg
         try:
             while refs:
                 ready, _ = ray.wait(list(refs), num_returns=1)
@@ -154,7 +156,8 @@ def run_grid_ray(configs: Sequence[RunConfig], resources: RayResources, *, force
                 result = _result(ray, ready[0], cfg, resources.max_retries)
                 outcome.add(result)
                 emit("done", {"run_id": result.run_id, "status": result.status,
-                              "error": result.message if result.status == "failed" else None})
+                              "error": result.message if result.status == "failed" else None,
+                              "warning": result.message if result.status == "success" else None})
         except KeyboardInterrupt:
             raise GridInterrupted(_cancel(ray, refs)) from None
     finally:

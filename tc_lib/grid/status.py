@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from ..config import RunConfig
 from ..errors import ConfigError
 from ..results import load_record
-from .lease import is_stale, read_lease
+from .lease import check_settings, is_stale, read_lease
 from .params import iter_grid, parse_assignments, select
 
 STATES = ("done", "running", "stale", "interrupted", "failed", "pending")
@@ -26,7 +26,15 @@ class RunState:
 
 
 def _ago(epoch: float) -> str:
-    return f"{max(0, time.time() - epoch):.0f} s ago"
+    seconds = time.time() - epoch
+    return f"{seconds:.0f} s ago" if seconds >= 0 else f"{-seconds:.0f} s in the future (a clock is off)"
+
+
+def _when(epoch: float) -> str:
+    try:
+        return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds")
+    except (OverflowError, OSError, ValueError):
+        return f"an impossible time ({epoch!r})"
 
 
 def run_state(cfg: RunConfig) -> RunState:
@@ -34,10 +42,11 @@ def run_state(cfg: RunConfig) -> RunState:
     wall = float(((record or {}).get("timing") or {}).get("wall_time_s") or 0)
     if record and record["status"] == "success" and record["config_hash"] == cfg.config_hash:
         return RunState(cfg.run_id, "done", f"finished {record.get('finished_at')}", wall)
+    if lease is not None and lease.get("unusable"):
+        return RunState(cfg.run_id, "stale", f"lease file unusable: {lease['unusable']}", wall)
     if lease is not None:
         where = (f"{lease.get('host')} pid {lease.get('pid')}, {lease.get('executor')} attempt {lease.get('attempt')}, "
-                 f"since {datetime.fromtimestamp(lease.get('since', 0), timezone.utc).isoformat(timespec='seconds')}, "
-                 f"heartbeat {_ago(lease['heartbeat'])}")
+                 f"since {_when(lease['since'])}, heartbeat {_ago(lease['heartbeat'])}")
         return RunState(cfg.run_id, "stale" if is_stale(lease) else "running", where, wall)
     if record is None:
         return RunState(cfg.run_id, "pending", "", 0.0)
@@ -51,6 +60,7 @@ def run_state(cfg: RunConfig) -> RunState:
 
 
 def _cmd_status(args) -> int:
+    check_settings()
     configs = list(select(iter_grid(args.params, output_dir=args.output_dir),
                           parse_assignments(args.only, option="--only")))
     if not configs:

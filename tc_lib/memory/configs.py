@@ -24,6 +24,10 @@ ENCODER_TYPES = ("bert", "roberta", "mpnet")
 REQUIRED = ("hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size", "vocab_size")
 OPTIONAL_INTS = ("num_key_value_heads", "head_dim", "max_position_embeddings")
 HUB_HINT = "hub ids are looked up only with --online (offline by default)"
+# Beyond these the replay's time and the numbers stop meaning anything (the largest open models have
+# 126 layers, hidden 16,384, FFN 53,248, a 256k vocabulary); a config past them is refused.
+LIMITS = {"num_hidden_layers": 512, "hidden_size": 65_536, "intermediate_size": 262_144, "vocab_size": 2_000_000,
+          "num_attention_heads": 1_024, "max_position_embeddings": 1_048_576}
 
 
 def shipped_models() -> list[str]:
@@ -86,12 +90,34 @@ def load_config(model: str, *, online: bool = False):
         if key in values and value is not None and (not isinstance(value, int) or isinstance(value, bool)
                                                     or value <= 0):
             raise ConfigError(f"{where}: config field {key!r} must be a positive integer, got {value!r}")
+        if key in LIMITS and isinstance(value, int) and value > LIMITS[key]:
+            raise ConfigError(f"{where}: config field {key!r} is {value:,}; the estimator models configs up to "
+                              f"{LIMITS[key]:,} (a real model's is far below)")
+    _check_names(where, values)
     try:
         config = AutoConfig.for_model(model_type, **values)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{where}: transformers rejects the config ({str(err).splitlines()[0]})") from None
     _check_config(where, config, explicit_head_dim=values.get("head_dim") is not None)
     return config
+
+
+def _check_names(where: str, values: dict) -> None:
+    """The activation and the RoPE type are names transformers looks up deep inside the model: an unknown
+    one would be a KeyError there."""
+    from transformers.activations import ACT2FN
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    for key in ("hidden_act", "hidden_activation"):
+        if key in values and values[key] not in ACT2FN:
+            raise ConfigError(f"{where}: config field {key!r} is {values[key]!r}; transformers knows "
+                              f"{', '.join(sorted(ACT2FN))}")
+    rope = values.get("rope_scaling")
+    if rope is not None:
+        kind = rope.get("rope_type", rope.get("type")) if isinstance(rope, dict) else rope
+        if kind not in ROPE_INIT_FUNCTIONS:
+            raise ConfigError(f"{where}: config field 'rope_scaling' has rope_type {kind!r}; transformers knows "
+                              f"{', '.join(ROPE_INIT_FUNCTIONS)}")
 
 
 def _check_config(where: str, config: Any, *, explicit_head_dim: bool) -> None:

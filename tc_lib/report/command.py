@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from ..errors import TcError
 from .render import build_report
 
 
+NO_SUCCESS = ("note: no run in {runs} succeeded; the {what} lists each run's status and first error line "
+              "(`python -m tc_lib status PARAMS` shows the same for a grid)")
+
+
+def _no_success(runs_dir: Path, params: list[str]) -> bool:
+    from ..runs import current_runs, read_runs
+    from .export import select_runs
+
+    return current_runs(select_runs(read_runs(runs_dir), params))[0].empty
+
+
 def _cmd_report(args) -> int:
     for path in build_report(runs_dir=Path(args.runs), out_dir=Path(args.out), pdf=args.pdf,
                              params=[Path(p) for p in args.params], memory_dir=Path(args.memory)):
         print(path)
+    if _no_success(Path(args.runs), args.params):
+        print(NO_SUCCESS.format(runs=args.runs, what="report"), file=sys.stderr)
     return 0
 
 
@@ -26,9 +40,12 @@ def _cmd_export(args) -> int:
         written = write_export(Path(args.runs), csv=args.csv and Path(args.csv), xlsx=args.xlsx and Path(args.xlsx),
                                params=[Path(p) for p in args.params])
     except OSError as err:
-        raise TcError(f"export: cannot write {err.filename}: {err.strerror}") from None
+        where = err.filename or " / ".join(str(x) for x in (args.csv, args.xlsx) if x)  # a full disk names none
+        raise TcError(f"export: cannot write {where}: {err.strerror or err.__class__.__name__}") from None
     for path in written:
         print(path)
+    if _no_success(Path(args.runs), args.params):
+        print(NO_SUCCESS.format(runs=args.runs, what="table"), file=sys.stderr)
     return 0
 
 

@@ -10,7 +10,6 @@ from typing import Sequence
 import pandas as pd
 
 from .. import arms as arm_lib
-from ..errors import TcError
 from ..runs import current_runs, read_runs
 from . import stats
 
@@ -69,16 +68,26 @@ def handin_table(runs: pd.DataFrame, arm_frame: pd.DataFrame, *, metrics: Sequen
     return table[[c for c in order if c in table.columns]].astype(float)
 
 
+FAILURE_FIELDS = ["run_id", "status", "dataset", "model", "method", "seed", "error", "finished_at", "run_dir"]
+
+
+def failures_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Every run that did not succeed, with its status and the first line of its error."""
+    out = runs.loc[runs["status"] != "success", FAILURE_FIELDS].copy()
+    out["error"] = [e.splitlines()[0] if isinstance(e, str) and e.strip() else None for e in out["error"]]
+    return out.reset_index(drop=True)
+
+
 def export_tables(runs_dir: str | Path, *, params: Sequence[str | Path] = ()) -> dict[str, pd.DataFrame]:
-    """{"runs", "arms", "hand-in"} from the current successful runs under runs_dir."""
+    """{"runs", "arms", "hand-in"} from the current successful runs under runs_dir. With none (an empty
+    folder, every run failed or interrupted) "runs" is the failure table — each run's status and first
+    error line — and the other two are empty; `attrs["no_success"]` says so."""
     runs = select_runs(read_runs(runs_dir), params)
     current, _ = current_runs(runs)
-    if current.empty:  # nothing to tabulate: say so rather than fail deep in the aggregation
-        which = " of the given --params" if params else ""
-        others = f" ({len(runs)} record(s){which}, none a success: `python -m tc_lib status` shows why)" if len(runs) \
-            else ""
-        raise TcError(f"{runs_dir}: no successful run records{which}{others}; run a grid first "
-                      "(python -m tc_lib run params/quick.yaml)")
+    if current.empty:  # nothing to aggregate: what there is to hand over is why
+        frames = {"runs": failures_table(runs), "arms": pd.DataFrame(), "hand-in": pd.DataFrame()}
+        frames["runs"].attrs["no_success"] = True
+        return frames
     arm_frame = arm_lib.arms(current)
     summary = stats.aggregate(current)
     return {"runs": runs_table(current, arm_frame), "arms": arms_table(summary, arm_frame),

@@ -59,8 +59,12 @@ class Report:
         if self.exports:
             lines.append("- 数据文件 Data files: " + ", ".join(f"[{Path(e).name}]({e})" for e in self.exports))
         md("\n".join(lines))
-        if n_ok == 0:
-            md("**没有成功的运行记录。No successful runs were found.**")
+        if n_ok == 0:  # an empty folder, or a grid where everything failed: say what there is instead
+            counts = self.all_runs["status"].value_counts()
+            seen = ", ".join(f"{n} {status}" for status, n in counts.items()) or "no run records at all"
+            md(f"**没有成功的运行记录（{seen}）。No successful runs were found ({seen}).** 下方“说明”列出每个运行的状态与"
+               "首行错误。The ground rules below list every run with its status and first error line; `python -m "
+               "tc_lib status PARAMS` shows the same for a grid. Nothing else can be computed from these records.")
 
     def rules(self) -> None:
         rule_text = {"last": "取最后一轮 (last epoch)", "dev": "按从训练集划出的开发集 macro-F1 选轮次 "
@@ -105,7 +109,7 @@ class Report:
         if len(failed):
             lines.append(f"- **失败或未完成的运行 Failed or unfinished runs** ({len(failed)}), 不计入统计 "
                          "(excluded from statistics):")
-            lines += [f"    - `{r.run_id}` [{r.status}]: {'—' if pd.isna(r.error) else r.error}"
+            lines += [f"    - `{r.run_id}` [{r.status}]: {'—' if pd.isna(r.error) else r.error.splitlines()[0]}"
                       for r in failed.itertuples()]
         if self.problems:
             lines.append(f"- **无法读取的记录 Unreadable records** ({len(self.problems)}), 不计入统计 (not counted):")
