@@ -44,6 +44,8 @@ def _cmd_data(args: argparse.Namespace) -> int:
             print(f"error: {len(bad)} of {len(rows)} files missing or wrong; first: {bad[0]['detail']}", file=sys.stderr)
             return 2
         return 0
+    if not 0 <= args.data_seed < 2**32:  # numpy's seeds; a run's data_seed is checked the same way
+        raise TcError(f"--data-seed must be an integer in [0, 2**32), got {args.data_seed}")
     rows = data.dataset_info(args.names, root=root, data_seed=args.data_seed,
                              verify_checksums=not args.no_verify)
     if args.json:

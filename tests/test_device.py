@@ -138,3 +138,15 @@ def test_auto_runs_on_a_gpu_and_on_a_cpu_are_two_arms_and_the_settings_say_which
     assert sorted(frame["label"]) == ["device=cpu", "device=cuda"]
     shown = settings_table(frame, runs).set_index("方法 Method")["设备 Device"]
     assert sorted(shown) == ["cpu", "cuda (NVIDIA H200)"]
+
+
+def test_the_estimator_says_what_training_refuses_for_pure_bf16_full_fine_tuning():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "tc_lib", "memory", "--model", "minilm", "--method", "full",
+                          "--torch-dtype", "bfloat16", "--mixed-precision", "no", "--seq-len", "32"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "no fp32 master copy" in out.stderr and "allow_pure_bf16: true" in out.stderr
+    assert "PEAK" in out.stdout  # the estimate itself still answers the memory question

@@ -183,6 +183,21 @@ def test_two_drivers_on_one_grid_never_run_a_run_twice(grid, cluster):
     assert sorted(e[1] for e in events(log, "end")) == sorted(starts)
 
 
+def test_a_ray_and_a_local_driver_on_one_grid_run_each_run_once(grid, cluster, monkeypatch):
+    params, notebook, log, runs = grid
+    monkeypatch.setenv("TC_TEST_SLEEP", "3")
+    ray_driver = start(params, notebook, "--address", cluster)
+    local = subprocess.Popen([sys.executable, "-m", "tc_lib", "run", str(params), "--notebook", str(notebook),
+                              "--jobs", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    results = [d.communicate(timeout=240) for d in (ray_driver, local)]
+    assert [ray_driver.returncode, local.returncode] == [0, 0], results
+    starts = [e[1] for e in events(log, "start")]
+    assert len(starts) == 4 and len(set(starts)) == 4, starts
+    executors = {r["execution"]["executor"] for r in records(runs).values()}
+    assert all(r["status"] == "success" for r in records(runs).values()) and executors <= {"ray", "local"}
+
+
 def test_two_embedded_ray_drivers_on_one_grid_run_each_run_once(grid, monkeypatch):
     """Every embedded Ray numbers its job 01000000 and its tasks alike: the lease must not take the other
     driver's live lease for a retry of its own task."""

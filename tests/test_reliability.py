@@ -56,6 +56,9 @@ def one_line_error(out, pattern: str) -> None:
     ("axes:\n  seed: " + "[" * 100000 + "\n", "nested more than 20 levels deep"),
     ("axes:\n  dataset: [{a: 1}]\noverrides:\n  dataset: {x: {seed: 1}}\n", "dataset never takes the value 'x'"),
     ("axes:\n  dataset: [[1, 2]]\n", "field 'dataset': expected a name or a list of distinct names"),
+    ("axes:\n  method: [full]\n  lora_r: [4, 8]\n", "(method=full, lora_r=4): lora_r does not apply to method "
+     "full (its options: none)"),
+    ("defaults: {adapter_config: seq_bn}\naxes:\n  method: [lora]\n", "adapter_config does not apply to method lora"),
 ])
 def test_params_are_strict(tmp_path, text, pattern):
     grid = tmp_path / "grid.yaml"
@@ -514,6 +517,7 @@ def _hostile_files(tmp_path: Path) -> dict[str, Path]:
      "/proc/tc-no-such/semeval14_restaurant: cannot create the data folder"),
     (["train", "--seed", "4294967296", "--output-dir", "{tmp}/o"], {}, "field 'seed': expected an integer in [0, 2**32)"),
     (["models", "fetch", "a/b/c"], {}, "models fetch a/b/c: not a hub id"),
+    (["data", "info", "agnews_sup", "--data-seed", "-1"], {}, "--data-seed must be an integer in [0, 2**32), got -1"),
     (["status", "{grid}"], {"TC_LEASE_TIMEOUT_S": "abc"}, "TC_LEASE_TIMEOUT_S='abc': expected a number of seconds"),
     (["run", "{grid}", "--dry-run"], {"TC_LEASE_HEARTBEAT_S": "-1"}, "TC_LEASE_HEARTBEAT_S='-1': expected a number"),
 ])

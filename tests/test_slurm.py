@@ -176,3 +176,25 @@ def test_the_time_limit_is_never_submitits_five_minutes(grid):
     assert f"time 45 min (slurm.time_min in {params})" in given.stdout, given.stdout
     bad = run(params, notebook, "--dry-run", "--gpus-per-run", "0.5")
     assert bad.returncode == 2 and "SLURM hands out whole GPUs" in bad.stderr, bad.stderr
+
+
+def test_a_slurm_array_and_an_embedded_ray_driver_on_one_grid_run_each_run_once(grid, monkeypatch):
+    params, notebook, log, runs = grid
+    monkeypatch.setenv("TC_TEST_SLEEP", "3")
+    for key in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_MODE"):  # an embedded Ray of its own on loopback
+        monkeypatch.delenv(key, raising=False)
+    ray_driver = subprocess.Popen([sys.executable, "-m", "tc_lib", "run", str(params), "--notebook", str(notebook),
+                                   "--executor", "ray", "--cpus-per-run", "1"], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        slurm = run(params, notebook, "--wait", timeout=240)
+        ray_out = ray_driver.communicate(timeout=240)
+    finally:
+        if ray_driver.poll() is None:
+            os.killpg(ray_driver.pid, 9)
+    assert ray_driver.returncode == 0, ray_out
+    assert "submitted job array" in slurm.stdout or "nothing to submit" in slurm.stdout, slurm.stdout + slurm.stderr
+    wait_for(lambda: len(events(log, "end")) >= 4, timeout=120)
+    starts = [e[1] for e in events(log, "start")]
+    assert len(starts) == 4 and len(set(starts)) == 4, starts  # executions counted: each run once
+    assert all(r["status"] == "success" for r in records(runs).values())
