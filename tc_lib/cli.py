@@ -63,7 +63,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from .config import RunConfig
-    from .grid.params import parse_assignments
+    from .grid.params import check_options, parse_assignments
     from .model_cache import check_available
     from .train import train_and_evaluate
 
@@ -73,6 +73,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
     values.update(parse_assignments(args.set))
+    check_options(values, source="--set")
     cfg = RunConfig.from_dict(values, source="--set")
     check_available([cfg.model])  # a hub id neither cached nor reachable: one line now, not after retries
     try:

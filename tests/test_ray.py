@@ -183,6 +183,7 @@ def test_two_drivers_on_one_grid_never_run_a_run_twice(grid, cluster):
     assert sorted(e[1] for e in events(log, "end")) == sorted(starts)
 
 
+@pytest.mark.slow
 def test_a_ray_and_a_local_driver_on_one_grid_run_each_run_once(grid, cluster, monkeypatch):
     params, notebook, log, runs = grid
     monkeypatch.setenv("TC_TEST_SLEEP", "3")
@@ -198,6 +199,7 @@ def test_a_ray_and_a_local_driver_on_one_grid_run_each_run_once(grid, cluster, m
     assert all(r["status"] == "success" for r in records(runs).values()) and executors <= {"ray", "local"}
 
 
+@pytest.mark.slow
 def test_two_embedded_ray_drivers_on_one_grid_run_each_run_once(grid, monkeypatch):
     """Every embedded Ray numbers its job 01000000 and its tasks alike: the lease must not take the other
     driver's live lease for a retry of its own task."""

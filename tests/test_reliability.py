@@ -378,6 +378,7 @@ def _umask() -> int:
 # ---------------------------------------------------------------- devices: one GPU per run, no silent CPU
 
 @pytest.mark.notebook
+@pytest.mark.slow
 def test_a_local_gpu_pool_gives_every_run_one_gpu_two_runs_per_gpu(fast_grid, monkeypatch):
     grid, log, runs = fast_grid
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
@@ -456,6 +457,7 @@ def test_a_heartbeat_from_the_future_is_stale_and_a_live_holder_here_never_is(tm
         lease.is_stale(future)
 
 
+@pytest.mark.slow
 def test_a_kernel_that_dies_after_its_success_record_keeps_the_success(fast_grid, monkeypatch):
     grid, log, runs = fast_grid
     monkeypatch.setenv("TC_TEST_DIE_AFTER_SUCCESS", "2")
@@ -468,6 +470,7 @@ def test_a_kernel_that_dies_after_its_success_record_keeps_the_success(fast_grid
     assert record["status"] == "success" and record["error"] is None
 
 
+@pytest.mark.slow
 def test_train_interrupted_by_ctrl_c_is_left_interrupted(tiny_bert, real_data, tmp_path):
     driver = subprocess.Popen([sys.executable, "-m", "tc_lib", "train", "--model", tiny_bert, "--epochs", "50",
                                "--dataset", "acl_sup", "--max-train-samples", "64", "--output-dir", str(tmp_path),
@@ -517,6 +520,8 @@ def _hostile_files(tmp_path: Path) -> dict[str, Path]:
      "/proc/tc-no-such/semeval14_restaurant: cannot create the data folder"),
     (["train", "--seed", "4294967296", "--output-dir", "{tmp}/o"], {}, "field 'seed': expected an integer in [0, 2**32)"),
     (["models", "fetch", "a/b/c"], {}, "models fetch a/b/c: not a hub id"),
+    (["train", "--method", "full", "--set", "lora_r=4", "--output-dir", "{tmp}/o"], {},
+     "--set: lora_r does not apply to method full"),
     (["data", "info", "agnews_sup", "--data-seed", "-1"], {}, "--data-seed must be an integer in [0, 2**32), got -1"),
     (["status", "{grid}"], {"TC_LEASE_TIMEOUT_S": "abc"}, "TC_LEASE_TIMEOUT_S='abc': expected a number of seconds"),
     (["run", "{grid}", "--dry-run"], {"TC_LEASE_HEARTBEAT_S": "-1"}, "TC_LEASE_HEARTBEAT_S='-1': expected a number"),

@@ -178,6 +178,7 @@ def test_the_time_limit_is_never_submitits_five_minutes(grid):
     assert bad.returncode == 2 and "SLURM hands out whole GPUs" in bad.stderr, bad.stderr
 
 
+@pytest.mark.slow
 def test_a_slurm_array_and_an_embedded_ray_driver_on_one_grid_run_each_run_once(grid, monkeypatch):
     params, notebook, log, runs = grid
     monkeypatch.setenv("TC_TEST_SLEEP", "3")

@@ -190,7 +190,7 @@ def _check_overrides(path: Path, overrides: dict, grids: list[tuple[str, dict, d
                                   f"in this grid (it takes: {', '.join(map(str, sorted(taken, key=str)))})")
 
 
-def _check_options(path: Path, where: str, values: dict[str, Any]) -> None:
+def check_options(values: dict[str, Any], *, source: str) -> None:
     """A method option given for a method it does not configure (lora_r for full) would make run ids that
     differ and computations that do not: refused, as the memory estimator does."""
     from ..methods import METHODS, OPTION_DEFAULTS
@@ -199,7 +199,7 @@ def _check_options(path: Path, where: str, values: dict[str, Any]) -> None:
     own = METHODS[method].options if method in METHODS else ()
     foreign = [key for key in values if key in OPTION_DEFAULTS and key not in own]
     if foreign:
-        raise ConfigError(f"{path} ({where}): {', '.join(foreign)} does not apply to method {method} (its options: "
+        raise ConfigError(f"{source}: {', '.join(foreign)} does not apply to method {method} (its options: "
                           f"{', '.join(own) or 'none'}); set it for the methods it configures, e.g. overrides: "
                           f"{{method: {{lora: {{{foreign[0]}: ...}}}}}}")
 
@@ -226,7 +226,7 @@ def iter_grid(path: str | Path, *, output_dir: str | None = None) -> Iterator[Ru
             if not isinstance(folder, str) or not folder.strip():
                 raise ConfigError(f"{path} ({where}): field 'output_dir': expected a non-empty path, got {folder!r}")
             values["output_dir"] = str(Path(folder).resolve())
-            _check_options(path, where, values)
+            check_options(values, source=f"{path} ({where})")
             cfg = RunConfig.from_dict(values, source=f"{path} ({where})")
             if cfg.run_id not in seen:
                 seen.add(cfg.run_id)
