@@ -200,7 +200,7 @@ def test_cli_train(tiny_bert, real_data, tmp_path):
 
 @pytest.mark.parametrize("args,pattern", [
     (["--method", "prefix"], "argument --method: invalid choice"),
-    (["--set", "lora_r=-1"], "field 'lora_r': expected an integer >= 1"),
+    (["--method", "lora", "--set", "lora_r=-1"], "field 'lora_r': expected an integer >= 1"),
     (["--set", "epochz=3"], r"unknown field\(s\) epochz"),
     (["--set", "novalue"], "expected key=value"),
     (["--model", "/no/such/model"], "model '/no/such/model': cannot load it"),
