@@ -63,11 +63,23 @@ def check(cfg: Any, device: str) -> None:
                           f"Trainer would spread it over all {count} with DataParallel ({count}x the batch size). "
                           "Set CUDA_VISIBLE_DEVICES to one id, or start it through `tc_lib run` (one GPU per run)")
     field = uses_bf16(cfg)
-    capability = tuple(torch.cuda.get_device_capability(0))
-    if field and capability < NATIVE_BF16_CAPABILITY:
-        raise ConfigError(f"field {field!r}: bf16 is emulated, not native, on {torch.cuda.get_device_name(0)} "
-                          f"(compute capability {capability[0]}.{capability[1]}; native from 8.0, Ampere): slow, and "
+    emulated = emulated_bf16([0])
+    if field and emulated:
+        raise ConfigError(f"field {field!r}: bf16 is emulated, not native, on {emulated}: slow, and "
                           "not what was asked; use mixed_precision: fp16 with torch_dtype: float32 on this GPU")
+
+
+def emulated_bf16(indices) -> str | None:
+    """The first of these GPUs that only emulates bf16, as `name (compute capability x.y; native from
+    8.0, Ampere)`; None when all of them do it natively."""
+    import torch
+
+    for index in indices:
+        capability = tuple(torch.cuda.get_device_capability(index))
+        if capability < NATIVE_BF16_CAPABILITY:
+            return (f"{torch.cuda.get_device_name(index)} (compute capability {capability[0]}.{capability[1]}; "
+                    "native from 8.0, Ampere)")
+    return None
 
 
 def describe(device: str, requested: str) -> dict[str, Any]:
@@ -82,8 +94,21 @@ def describe(device: str, requested: str) -> dict[str, Any]:
         major, minor = torch.cuda.get_device_capability(0)
         info.update(name=torch.cuda.get_device_name(0), capability=f"{major}.{minor}")
     else:
-        info["name"] = platform.processor() or platform.machine()
+        info["name"] = cpu_model()
     return info
+
+
+def cpu_model() -> str | None:
+    """The processor's model name (Linux /proc/cpuinfo, else what platform says)."""
+    from pathlib import Path
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
 
 
 def memory_peaks() -> dict[str, float]:

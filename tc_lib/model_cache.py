@@ -5,6 +5,7 @@ id, where it looked and how to fetch it — never after a minute of retries."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -56,8 +57,6 @@ def _complete(path: Path) -> bool:
     for stem, suffix in WEIGHT_PREFERENCE:
         index = path / f"{stem}{suffix}.index.json"
         if index.is_file():
-            import json
-
             try:
                 shards = set(json.loads(index.read_text())["weight_map"].values())
             except (OSError, ValueError, KeyError, AttributeError):

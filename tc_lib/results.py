@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .config import RunConfig
+from .device import cpu_model
 from .record_shape import shape_problem
 
 SCHEMA_VERSION = 2  # 2: torch_dtype/mixed_precision and peft_target_modules replace precision and lora_*
@@ -94,18 +95,8 @@ def environment() -> dict[str, Any]:
         info["torch_threads"] = torch.get_num_threads()
     except ImportError:
         pass
-    info["cpu_model"] = _cpu_model()
+    info["cpu_model"] = cpu_model()
     return info
-
-
-def _cpu_model() -> str | None:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or None
 
 
 def process_age_s() -> float | None:

@@ -266,8 +266,6 @@ def train_and_evaluate(cfg: RunConfig) -> RunResult:
     except OSError as err:  # nothing was written: say where, and do not point at a record
         raise TcError(unwritable(cfg.run_dir, err)) from None
     record["device"] = describe_device(device, cfg.device)
-    if device == "cpu":  # the processor's model name, as the environment section has it
-        record["device"]["name"] = record["environment"].get("cpu_model") or record["device"]["name"]
     record["environment"].update(device=device, gpu_name=record["device"]["name"] if device == "cuda" else None)
     started, age = time.perf_counter(), process_age_s()  # age: kernel start and imports, for a grid run
     try:

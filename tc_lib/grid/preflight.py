@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..config import RunConfig
-from ..device import NATIVE_BF16_CAPABILITY, cuda_problem, uses_bf16
+from ..device import cuda_problem, emulated_bf16, uses_bf16
 from ..errors import ConfigError, DataError, TcError
 from ..methods import REFERENCE_MODEL, REFERENCES
 
@@ -113,12 +113,11 @@ def _device(configs: Sequence[RunConfig], *, local: bool) -> list[Finding]:
     problem = cuda_problem()
     if problem is None:
         names = sorted({torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())})
-        capability = min(torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count()))
         bf16 = [cfg.run_id for cfg in encoders if uses_bf16(cfg) and cfg.device != "cpu"]
-        if bf16 and capability < NATIVE_BF16_CAPABILITY:
-            return [Finding("device", False, f"bf16 is emulated on {', '.join(names)} (compute capability "
-                                             f"{capability[0]}.{capability[1]}, native from 8.0); {len(bf16)} runs "
-                                             f"ask for it (first {bf16[0]}); use mixed_precision: fp16")]
+        emulated = emulated_bf16(range(torch.cuda.device_count())) if bf16 else None
+        if emulated:
+            return [Finding("device", False, f"bf16 is emulated on {emulated}; {len(bf16)} runs ask for it "
+                                             f"(first {bf16[0]}); use mixed_precision: fp16")]
         return [Finding("device", True, f"device auto/cuda -> cuda: {torch.cuda.device_count()} visible "
                                         f"({', '.join(names)}), torch {torch.__version__}")]
     cuda = [cfg.run_id for cfg in configs if cfg.device == "cuda"]

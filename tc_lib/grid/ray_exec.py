@@ -122,8 +122,10 @@ def _task(config: dict, notebook_text: str, force: bool, gpus: float, driver: st
             notebook.write_text(notebook_text, encoding="utf-8")
             outcome = run_one(cfg, notebook=notebook, executor="ray", force=force, task=task)
     finally:  # the worker process may run the next task, one with GPUs
-        if not gpus:
-            os.environ.pop("CUDA_VISIBLE_DEVICES") if before is None else os.environ.update(CUDA_VISIBLE_DEVICES=before)
+        if not gpus and before is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES")
+        elif not gpus:
+            os.environ["CUDA_VISIBLE_DEVICES"] = before
     return outcome.run_id, outcome.status, outcome.message
 
 

@@ -81,13 +81,11 @@ def failures_table(runs: pd.DataFrame) -> pd.DataFrame:
 def export_tables(runs_dir: str | Path, *, params: Sequence[str | Path] = ()) -> dict[str, pd.DataFrame]:
     """{"runs", "arms", "hand-in"} from the current successful runs under runs_dir. With none (an empty
     folder, every run failed or interrupted) "runs" is the failure table — each run's status and first
-    error line — and the other two are empty; `attrs["no_success"]` says so."""
+    error line — and the other two are empty."""
     runs = select_runs(read_runs(runs_dir), params)
     current, _ = current_runs(runs)
     if current.empty:  # nothing to aggregate: what there is to hand over is why
-        frames = {"runs": failures_table(runs), "arms": pd.DataFrame(), "hand-in": pd.DataFrame()}
-        frames["runs"].attrs["no_success"] = True
-        return frames
+        return {"runs": failures_table(runs), "arms": pd.DataFrame(), "hand-in": pd.DataFrame()}
     arm_frame = arm_lib.arms(current)
     summary = stats.aggregate(current)
     return {"runs": runs_table(current, arm_frame), "arms": arms_table(summary, arm_frame),
