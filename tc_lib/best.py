@@ -20,7 +20,8 @@ BEST_COLUMNS = ["dataset", "arm_id", "model", "method", "name", "n_seeds", "dev_
 def dev_scores(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
     """The runs (current successes) with their dev macro-F1 at the chosen epoch; runs without dev dropped."""
     dev = history[history["split"] == "dev"][["run_id", "epoch", SCORE]].rename(columns={SCORE: "dev_score"})
-    merged = runs.merge(dev, left_on=["run_id", "chosen_epoch"], right_on=["run_id", "epoch"], how="inner")
+    # from the history, which records of every version have (a run's own selection.score is newer)
+    merged = runs.drop(columns=["dev_score"], errors="ignore").merge(dev, left_on=["run_id", "chosen_epoch"], right_on=["run_id", "epoch"], how="inner")
     return merged.dropna(subset=["dev_score"])
 
 

@@ -175,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "report and memory estimates.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for register in (_register_data, _register_train, _register_models, grid_command.register, grid_status.register,
-                     report_command.register, memory_command.register, inference_command.register):
+                     report_command.register, report_command.register_plan, memory_command.register, inference_command.register):
         register(sub)
     return parser
 

@@ -23,14 +23,15 @@ SAVE_WEIGHTS = ("peft", "all", "none")
 CLASS_WEIGHTS = ("none", "balanced")  # balanced: n / (k * count_c) from the run's training labels (sklearn's rule)
 DEFAULT_LEARNING_RATE = {name: method.learning_rate for name, method in METHODS.items()}
 # Fields that say where and how fast a run executes, not what it computes: left out of run_id.
-EXECUTION_FIELDS = ("output_dir", "num_threads", "report_to", "allow_pure_bf16")
+EXECUTION_FIELDS = ("output_dir", "num_threads", "report_to", "allow_pure_bf16", "tuning")
+STAGES = ("tune", "final")  # a tuned grid's trials on dev, then its seeds at the chosen settings
 REPORT_TO = ("none", "tensorboard", "mlflow")  # the HF Trainer's loggers; their packages are optional
 # An arm is a configuration minus its seed: the runs whose scores are averaged and compared.
 ARM_EXCLUDED = ("seed", *EXECUTION_FIELDS)
 DATA_SEED_FOLLOWS = "seed"  # data_seed: seed -> the subsample / few-shot draw / dev carve vary with seed
 # Fields added after records existed, left out of run_id and arm at this value: earlier runs keep their
 # ids and arms, and a record without the field reads as this value.
-LATER_FIELDS = {"class_weights": "none", "device": "auto"}
+LATER_FIELDS = {"class_weights": "none", "device": "auto", "test_every_epoch": False}
 # Fields of earlier versions: a config that still uses one gets an error naming what replaced it.
 RENAMED = {
     "precision": "'precision' was split into torch_dtype (float32 | bfloat16: the dtype the weights are "
@@ -65,6 +66,7 @@ class RunConfig:
     adapter_config: str = OPTION_DEFAULTS["adapter_config"]  # seq_bn (Pfeiffer) | double_seq_bn (Houlsby)
     adapter_reduction_factor: int = OPTION_DEFAULTS["adapter_reduction_factor"]
     selection: str = "last"  # last epoch, or the epoch with the best dev macro-F1 (never test)
+    test_every_epoch: bool = False  # test scored after every epoch (test curves); else once, at the chosen epoch
     dev_fraction: float = 0.1  # share of train carved out as dev when selection == "dev"
     max_train_samples: int | None = None  # seeded subsample of train, for quick profiles
     data_seed: int | str = DEFAULT_DATA_SEED  # AG News split, few-shot draw, dev carve, subsample; "seed": = seed
@@ -76,6 +78,7 @@ class RunConfig:
     output_dir: str = "outputs/runs"
     num_threads: int | None = None  # torch CPU threads; None leaves torch's default
     report_to: str = "none"  # none | tensorboard (<run>/tensorboard) | mlflow (MLFLOW_TRACKING_URI)
+    tuning: str | None = None  # set by a tuned grid (tc_lib.grid.tuning): JSON of the stage, trial and space
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -200,6 +203,21 @@ def _check(ok: bool, name: str, expected: str, value: Any) -> None:
         raise ConfigError(f"field {name!r}: expected {expected}, got {value!r}")
 
 
+def tuning_info(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The tuning section of a config (RunConfig.to_dict() or a record's config): {} for an untuned run."""
+    text = cfg.get("tuning")
+    try:
+        info = json.loads(text) if isinstance(text, str) else {}
+    except ValueError:
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def _tuning_ok(cfg: RunConfig) -> bool:
+    info = tuning_info({"tuning": cfg.tuning})
+    return info.get("stage") in STAGES and (info["stage"] == "final" or cfg.selection == "dev")
+
+
 def _validate(cfg: RunConfig) -> None:
     _check(isinstance(cfg.model, str) and cfg.model.strip() != "", "model", "a non-empty string", cfg.model)
     datasets = [cfg.dataset] if isinstance(cfg.dataset, str) else cfg.dataset
@@ -229,6 +247,9 @@ def _validate(cfg: RunConfig) -> None:
                           "torch_dtype: float32 with mixed_precision: bf16, or set allow_pure_bf16: true to accept it")
     _check(cfg.save_weights in SAVE_WEIGHTS, "save_weights", " | ".join(SAVE_WEIGHTS), cfg.save_weights)
     _check(isinstance(cfg.group_by_length, bool), "group_by_length", "true or false", cfg.group_by_length)
+    _check(isinstance(cfg.test_every_epoch, bool), "test_every_epoch", "true or false", cfg.test_every_epoch)
+    _check(cfg.tuning is None or _tuning_ok(cfg), "tuning", "null or the JSON a tuned grid writes "
+           f"({{\"stage\": {' | '.join(STAGES)}, ...}}; a trial needs selection: dev)", cfg.tuning)
     # numpy and torch take seeds in [0, 2**32): a larger one would fail inside the run
     _check(_is_int(cfg.seed) and 0 <= cfg.seed < 2**32, "seed", "an integer in [0, 2**32)", cfg.seed)
     _check((_is_int(cfg.data_seed) and 0 <= cfg.data_seed < 2**32) or cfg.data_seed == DATA_SEED_FOLLOWS, "data_seed",

@@ -12,10 +12,11 @@ NUMBER, INTEGER, TEXT, NONE = "a number", "an integer", "a string", "null"
 # field -> (what it must be, ...); a mapping for a section whose fields are checked in turn. Only what
 # the readers use is listed: other fields may be added by later versions.
 SHAPE: dict[str, Any] = {
-    "run_id": (TEXT,), "config_hash": (TEXT,), "finished_at": (TEXT, NONE),
+    "run_id": (TEXT,), "config_hash": (TEXT,), "finished_at": (TEXT, NONE), "stage": (TEXT,),
+    "trial": (INTEGER, NONE),
     "config": {"model": (TEXT,), "dataset": (TEXT, "a list of strings"), "method": (TEXT,), "seed": (INTEGER,),
                "epochs": (INTEGER,), "learning_rate": (NUMBER, NONE), "max_train_samples": (INTEGER, NONE)},
-    "selection": {"rule": (TEXT,), "chosen_epoch": (INTEGER, NONE)},
+    "selection": {"rule": (TEXT,), "chosen_epoch": (INTEGER, NONE), "score": (NUMBER, NONE)},
     "data": {"train_size": (INTEGER, NONE), "test_size": (INTEGER, NONE), "train_split_size": (INTEGER, NONE),
              "label_names": ("a list of strings", NONE), "train_label_counts": ("a list of integers", NONE),
              "majority_floor": ("a mapping", NONE)},
@@ -26,7 +27,7 @@ SHAPE: dict[str, Any] = {
     "execution": ("a mapping", NONE),
 }
 # read with .get (absent = null): checked only when present; every other field listed must be there
-OPTIONAL = {"finished_at", "metrics", "params", "error", "device", "execution", "config.learning_rate",
+OPTIONAL = {"finished_at", "stage", "trial", "selection.score", "metrics", "params", "error", "device", "execution", "config.learning_rate",
             "config.max_train_samples", "data.train_split_size", "data.label_names", "data.train_label_counts",
             "data.majority_floor"}
 SCORES = ("loss", "accuracy", "micro_f1", "macro_f1")
@@ -77,6 +78,8 @@ def shape_problem(record: dict[str, Any]) -> str | None:
         wrong = [k for k, v in record[key].items() if not (_is(v, NUMBER) or v is None)]
         if wrong:
             return f"field '{key}.{wrong[0]}': expected a number or null, got {record[key][wrong[0]]!r:.60}"
+    if record.get("stage", "final") not in ("tune", "final"):
+        return f"field 'stage': expected tune or final, got {record['stage']!r:.40}"
     if record["config"]["method"] not in (*METHODS, *REFERENCES):
         return f"field 'config.method': {record['config']['method']!r:.40} is no method this tc_lib knows"
     return None

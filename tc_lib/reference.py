@@ -62,6 +62,7 @@ def run_reference(cfg: RunConfig, run_dir: Path, record: dict[str, Any], started
     n = int(classifier.coef_.size + classifier.intercept_.size)
     record["params"] = {"total": n, "trainable": n, "trainable_no_head": 0}  # the whole model is its head
     record["selection"]["chosen_epoch"] = 1
+    record["selection"]["score"] = row["dev"]["macro_f1"] if "dev" in row else None
     record["metrics"] = row["test"]
     record["timing"].update(train_time_s=round(train_time, 3), eval_time_s=round(eval_time, 3),
                             train_samples_per_s=round(len(splits["train"]) / max(train_time, 1e-9), 3))

@@ -20,7 +20,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable
 
-from .config import RunConfig
+from .config import RunConfig, tuning_info
 from .device import cpu_model
 from .record_shape import shape_problem
 
@@ -134,10 +134,15 @@ def start_run(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
 def new_record(cfg: RunConfig, *, status: str) -> dict[str, Any]:
     """A metrics.json skeleton: every key of the schema present, values filled in as the run goes."""
     assert status in STATUSES
+    tuning = tuning_info(cfg.to_dict())
     return {
         "schema_version": SCHEMA_VERSION, "status": status, "run_id": cfg.run_id,
         "config_hash": cfg.config_hash, "arm_id": cfg.arm_id, "config": cfg.to_dict(), "started_at": now(), "finished_at": None,
-        "selection": {"rule": cfg.selection, "chosen_epoch": None, "dev_size": None},
+        # stage: a tuned grid's trial on dev (tune, with its index) or a run that counts (final)
+        "stage": tuning.get("stage", "final"), "trial": tuning.get("trial"),
+        # score: the dev metric at the chosen epoch (null without a dev split), what a tuned grid chooses by
+        "selection": {"rule": cfg.selection, "metric": "macro_f1", "score": None, "chosen_epoch": None,
+                      "dev_size": None},
         "data": {"label_names": None, "train_size": None, "test_size": None, "train_split_size": None,
                  "data_seed": cfg.effective_data_seed, "train_label_counts": None, "majority_floor": None,
                  "files": None},

@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from .config import DATA_SEED_FOLLOWS, LATER_FIELDS, arm_id_of
+from .config import DATA_SEED_FOLLOWS, LATER_FIELDS, arm_id_of, tuning_info
 from .results import read_record
 
 @dataclass(frozen=True)
@@ -35,7 +35,8 @@ def scan_records(root: str | Path) -> tuple[list[tuple[Path, dict]], list[Proble
 RUN_COLUMNS: dict[str, str] = {
     "run_id": "string", "arm_id": "string", "status": "string", "finished_at": "string", "model": "string",
     "dataset": "string", "method": "string",
-    "seed": "Int64", "epochs": "Int64", "learning_rate": "Float64", "selection": "string",
+    "seed": "Int64", "stage": "string", "trial": "Int64", "tuning": "object", "dev_score": "Float64",
+    "epochs": "Int64", "learning_rate": "Float64", "selection": "string",
     "chosen_epoch": "Int64", "loss": "Float64", "accuracy": "Float64", "micro_f1": "Float64",
     "macro_f1": "Float64", "majority_accuracy": "Float64", "majority_macro_f1": "Float64",
     "collapsed": "boolean", "params_total": "Int64", "params_trainable": "Int64",
@@ -76,7 +77,8 @@ def _row(run_dir: Path, rec: dict[str, Any]) -> dict[str, Any]:
     return {
         "run_id": rec["run_id"], "arm_id": arm_id, "status": rec["status"],
         "finished_at": rec.get("finished_at"), "model": cfg["model"], "dataset": dataset,
-        "method": cfg["method"], "seed": cfg["seed"], "epochs": cfg["epochs"],
+        "method": cfg["method"], "seed": cfg["seed"], "stage": rec.get("stage", "final"), "trial": rec.get("trial"),
+        "tuning": tuning_info(cfg) or None, "dev_score": rec["selection"].get("score"), "epochs": cfg["epochs"],
         "learning_rate": cfg["learning_rate"], "selection": rec["selection"]["rule"],
         "chosen_epoch": rec["selection"]["chosen_epoch"], "loss": metrics.get("loss"),
         "accuracy": metrics.get("accuracy"), "micro_f1": metrics.get("micro_f1"), "macro_f1": macro,
@@ -108,8 +110,12 @@ def read_runs(root: str | Path = "outputs/runs", *, problems: list[Problem] | No
 
 def current_runs(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(current, superseded) among the successful runs: per arm and seed the newest record (by
-    finished_at) counts; older successful runs of the same arm and seed are returned, never counted."""
-    ok = runs[runs["status"] == "success"].sort_values(["finished_at", "run_id"], na_position="first")
+    finished_at) counts; older successful runs of the same arm and seed are returned, never counted.
+    Tuning trials of settings that were not chosen count in neither (tc_lib.tuned.counted)."""
+    from .tuned import counted
+
+    ok = runs[(runs["status"] == "success") & counted(runs)]
+    ok = ok.sort_values(["finished_at", "run_id"], na_position="first")
     newest = ~ok.duplicated(subset=["arm_id", "seed"], keep="last")
     return ok[newest].sort_index().reset_index(drop=True), ok[~newest].reset_index(drop=True)
 

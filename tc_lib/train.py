@@ -23,7 +23,7 @@ from .device import describe as describe_device
 from .device import memory_peaks
 from .device import resolve as resolve_device
 from .errors import ConfigError, TcError
-from .evaluate import evaluate
+from .epochs import Recorder, trainer_class
 from .methods import REFERENCES
 from .metrics import balanced_class_weights, majority_floor
 from .models import build_model, load_tokenizer, save_weights
@@ -67,88 +67,9 @@ def describe_data(cfg: RunConfig, record: dict[str, Any], splits: dict, names: l
     record["selection"]["dev_size"] = len(splits["dev"]) if "dev" in splits else None
 
 
-class _Recorder:
-    """Trainer callback state: per-epoch timings, train loss, evaluations and the dev-best snapshot."""
-
-    def __init__(self, cfg: RunConfig, num_classes: int, eval_sets: dict, collator: Any) -> None:
-        self.cfg, self.num_classes, self.eval_sets, self.collator = cfg, num_classes, eval_sets, collator
-        self.history: list[dict[str, Any]] = []
-        self.train_time = self.eval_time = 0.0
-        self.train_started: float | None = None  # perf_counter when the first step starts
-        self.best: tuple[float, int, dict] | None = None
-        self._epoch_start = 0.0
-
-    def evaluate_all(self, model: Any) -> dict[str, float]:
-        """Dev (if any) and test with tc_lib.evaluate into this epoch's history row; returns the flat
-        numbers for the Trainer's loggers (report_to) and its notebook progress table."""
-        started = time.perf_counter()
-        row = self.history[-1]
-        for split, data in self.eval_sets.items():
-            row[split] = evaluate(model, data, collator=self.collator, batch_size=self.cfg.eval_batch_size,
-                                  num_classes=self.num_classes, mixed_precision=self.cfg.mixed_precision)
-        self.eval_time += time.perf_counter() - started
-        return {f"eval_{split}_{key}": row[split][key] for split in self.eval_sets
-                for key in ("loss", "accuracy", "macro_f1")}
-
-    def callback(self, run_dir: Path):
-        from transformers import TrainerCallback
-
-        recorder = self
-
-        class Callback(TrainerCallback):
-            def on_train_begin(self, args, state, control, **kwargs):
-                recorder.train_started = time.perf_counter()
-
-            def on_epoch_begin(self, args, state, control, **kwargs):
-                recorder._epoch_start = time.perf_counter()
-                recorder.history.append({"epoch": len(recorder.history) + 1, "train_loss": None})
-
-            def on_epoch_end(self, args, state, control, **kwargs):
-                recorder.train_time += time.perf_counter() - recorder._epoch_start
-
-            def on_log(self, args, state, control, logs=None, **kwargs):
-                if logs and "loss" in logs and recorder.history:
-                    recorder.history[-1]["train_loss"] = float(logs["loss"])
-
-            def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
-                row = recorder.history[-1]
-                if "dev" in row and (recorder.best is None or row["dev"]["macro_f1"] > recorder.best[0]):
-                    # kept in CPU memory: a copy on the GPU would count in the run's peak (~0.5 GB for a base model)
-                    snapshot = {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters()
-                                if p.requires_grad}
-                    recorder.best = (row["dev"]["macro_f1"], row["epoch"], snapshot)
-                row["train_time_s"] = round(recorder.train_time, 3)
-                write_history(run_dir, recorder.history)
-                _log_epoch(recorder.cfg, row)
-
-        return Callback()
-
-
-def _trainer_class(recorder: _Recorder):
-    """The HF Trainer with its evaluation replaced by tc_lib.evaluate (length-sorted batches, inference
-    mode); the epoch's numbers still go through Trainer.log and on_evaluate to every callback."""
-    from transformers import Trainer
-
-    class EpochTrainer(Trainer):
-        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
-            metrics = recorder.evaluate_all(self.model)
-            self.log(dict(metrics))
-            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, dict(metrics))
-            return metrics
-
-    return EpochTrainer
-
-
 def _interactive() -> bool:
     """In a Jupyter kernel the user opened (not a grid's papermill kernel): show progress bars."""
     return "ipykernel" in sys.modules and "TC_EXECUTOR" not in os.environ
-
-
-def _log_epoch(cfg: RunConfig, row: dict[str, Any]) -> None:
-    dev = f" | dev macro-F1 {row['dev']['macro_f1']:.4f}" if "dev" in row else ""
-    loss = f"{row['train_loss']:.4f}" if row["train_loss"] is not None else "n/a"
-    logger.info("epoch %d/%d | train loss %s%s | test loss %.4f acc %.4f macro-F1 %.4f", row["epoch"], cfg.epochs,
-                loss, dev, row["test"]["loss"], row["test"]["accuracy"], row["test"]["macro_f1"])
 
 
 def _check_reporter(cfg: RunConfig) -> None:
@@ -212,29 +133,31 @@ def _run(cfg: RunConfig, run_dir: Path, record: dict[str, Any], started: float, 
     if peft_config:
         record["peft_target_modules"] = sorted(peft_config["default"].target_modules)
 
-    eval_sets = {"dev": splits["dev"], "test": splits["test"]} if "dev" in splits else {"test": splits["test"]}
     collator = DataCollatorWithPadding(tokenizer)
-    recorder = _Recorder(cfg, len(names), eval_sets, collator)
+    recorder = Recorder(cfg, len(names), splits, collator)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats(0)
     with tempfile.TemporaryDirectory(prefix="tc_trainer_") as scratch:
-        trainer = _trainer_class(recorder)(model=model, args=_training_args(cfg, scratch, run_dir, device),
-                                           train_dataset=train, eval_dataset=eval_sets, data_collator=collator,
+        # eval_dataset only satisfies the Trainer's check: Recorder.evaluate_epoch decides what is scored
+        trainer = trainer_class(recorder)(model=model, args=_training_args(cfg, scratch, run_dir, device),
+                                          train_dataset=train, eval_dataset=splits["test"], data_collator=collator,
                                            callbacks=[recorder.callback(run_dir)],
                                            compute_loss_func=_loss_function(record["data"].get("class_weights")))
         trainer.remove_callback(PrinterCallback)
         trainer.train()
 
     if cfg.selection == "dev":
-        _, chosen, snapshot = recorder.best
+        score, chosen, snapshot = recorder.best
         with torch.no_grad():
             for name, param in model.named_parameters():
                 if name in snapshot:
                     param.copy_(snapshot[name])
+        record["selection"]["score"] = score
     else:
         chosen = cfg.epochs
     record["selection"]["chosen_epoch"] = chosen
-    record["metrics"] = recorder.history[chosen - 1]["test"]
+    record["metrics"] = recorder.test_scores(model, chosen)
+    write_history(run_dir, recorder.history)  # with the chosen epoch's test scores
     tokens = int(sum(len(ids) for ids in train["input_ids"])) * cfg.epochs
     record["timing"].update(setup_s=round(recorder.train_started - started, 3),
                             train_time_s=round(recorder.train_time, 3), eval_time_s=round(recorder.eval_time, 3),
@@ -247,7 +170,7 @@ def _run(cfg: RunConfig, run_dir: Path, record: dict[str, Any], started: float, 
 
 
 def train_and_evaluate(cfg: RunConfig) -> RunResult:
-    """Train `cfg`, evaluate on test after every epoch, and write outputs/runs/<run_id>/.
+    """Train `cfg` (dev scored after every epoch, test once at the chosen epoch), write outputs/runs/<run_id>/.
 
     On any error the record says `failed` with the message and traceback, and the error is re-raised.
     """

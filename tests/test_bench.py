@@ -52,3 +52,15 @@ def test_the_gpu_memory_bench_records_each_setting_and_fails_past_the_tolerance(
 def test_the_gpu_memory_bench_says_so_without_a_gpu(bench, monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert bench.main([]) == 2 and "no usable CUDA GPU" in capsys.readouterr().err
+
+
+def test_the_eval_share_bench_runs_both_recipes_and_reports_the_same_numbers(tiny_bert, synthetic_data, capsys):
+    spec = importlib.util.spec_from_file_location("eval_share", BENCH.parent / "eval_share.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    code = module.main(["--model", tiny_bert, "--max-train-samples", "64", "--epochs", "2", "--max-seq-length", "32"])
+    out = capsys.readouterr().out
+    assert "same test numbers: True" in out
+    shares = [float(line.split(": ")[1].split("%")[0]) for line in out.splitlines() if " of wall " in line]
+    assert len(shares) == 2 and 0 < shares[0] < shares[1] < 100  # scoring test every epoch costs more
+    assert code == (0 if shares[0] <= 100 / 3 else 1)

@@ -30,8 +30,6 @@ def test_shipped_grids_expand():
               for name in ("smoke", "quick", "cpu_full", "paper", "data_efficiency")}
     assert counts == {"smoke": 4, "quick": 27 + 6, "cpu_full": 90, "paper": 45 + 30, "data_efficiency": 63}
     quick = runner.load_grid(REPO / "params" / "quick.yaml")
-    lrs = {(c.method, c.learning_rate) for c in quick}
-    assert lrs == {("full", 3e-4), ("lora", 5e-3), ("adapter", 5e-3), ("tfidf_lr", None)}
     weighted = {(c.dataset, c.class_weights) for c in quick}  # the imbalanced two, encoders and reference alike
     assert weighted == {("restaurant_sup", "balanced"), ("acl_sup", "balanced"), ("agnews_sup", "none")}
     assert {(c.dataset, c.epochs) for c in quick if c.method != "tfidf_lr"} == {
@@ -42,10 +40,17 @@ def test_shipped_grids_expand():
     assert {c.model for c in paper if c.method != "full"} == {"roberta-base"}
 
 
-@pytest.mark.parametrize("pilot", sorted((REPO / "params" / "pilots").glob("*.yaml")), ids=lambda p: p.stem)
-def test_pilots_choose_on_dev_never_on_test(pilot):
-    configs = runner.load_grid(pilot)
-    assert configs and {c.selection for c in configs} == {"dev"}
+@pytest.mark.parametrize("name,groups,trials", [("quick", 9, 3), ("paper", 15, 6)])
+def test_the_profiles_tune_every_encoder_arm_on_dev_with_one_budget(name, groups, trials, tmp_path):
+    from tc_lib.grid.tuning import load_plan
+
+    plan = load_plan(REPO / "params" / f"{name}.yaml", output_dir=str(tmp_path))
+    assert len(plan.groups) == groups and all(c.method == "tfidf_lr" for c in plan.untuned)
+    settings = {tuple(p["learning_rate"] for _, p, _ in g.trials) for g in plan.groups}
+    assert len(settings) == 1 and len(next(iter(settings))) == trials  # the same trials for every arm
+    assert {c.selection for g in plan.groups for _, _, c in g.trials} == {"dev"}
+    if name == "quick":
+        assert next(iter(settings)) == (2e-4, 1e-3, 5e-3)
 
 
 @pytest.mark.parametrize("text,pattern", [

@@ -37,8 +37,9 @@ def test_each_method_learns_and_writes_a_record(tiny_bert, synthetic_data, tmp_p
     assert [h["epoch"] for h in history] == [1, 2, 3]
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert rec["metrics"]["macro_f1"] > rec["data"]["majority_floor"]["macro_f1"] + 0.2
-    assert rec["metrics"] == history[-1]["test"] and rec["selection"] == {"rule": "last", "chosen_epoch": 3,
-                                                                          "dev_size": None}
+    assert rec["metrics"] == history[-1]["test"] and rec["selection"] == {
+        "rule": "last", "metric": "macro_f1", "score": None, "chosen_epoch": 3, "dev_size": None}
+    assert ["test" in h for h in history] == [False, False, True]  # test scored once, at the chosen epoch
     assert rec["metrics"]["accuracy"] == pytest.approx(rec["metrics"]["micro_f1"])
     assert len(rec["metrics"]["confusion_matrix"]) == 3 and sum(map(sum, rec["metrics"]["confusion_matrix"])) == 120
     assert rec["data"]["label_names"] == ["positive", "neutral", "negative"]
@@ -157,6 +158,15 @@ def test_dev_selection_never_uses_test(tiny_bert, synthetic_data, tmp_path):
     assert chosen == 1 + dev_scores.index(max(dev_scores))
     assert rec["metrics"] == history[chosen - 1]["test"]
     assert rec["selection"]["dev_size"] == 200 and rec["data"]["train_size"] == 600
+    assert rec["selection"]["score"] == max(dev_scores) and rec["stage"] == "final" and rec["trial"] is None
+    assert ["test" in h for h in history] == [epoch == chosen for epoch in (1, 2, 3)]
+    # test curves when asked: every epoch scored, and the chosen epoch's numbers are the ones scored once
+    every = train.train_and_evaluate(tiny_cfg(tiny_bert, tmp_path, method="full", selection="dev",
+                                              dev_fraction=0.25, epochs=3, test_every_epoch=True))
+    curves = [json.loads(line) for line in (every.run_dir / "history.jsonl").read_text().splitlines()]
+    assert all("test" in h for h in curves) and every.record["selection"]["chosen_epoch"] == chosen
+    assert every.metrics == rec["metrics"] and every.run_dir != result.run_dir
+    assert every.record["timing"]["eval_time_s"] > rec["timing"]["eval_time_s"] > 0
 
 
 def test_failure_is_recorded_and_reraised(tiny_bert, synthetic_data, tmp_path, monkeypatch):

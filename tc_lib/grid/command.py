@@ -13,6 +13,7 @@ from .lease import check_settings
 from .local import GridInterrupted, run_grid
 from .params import iter_grid, parse_assignments, select
 from .preflight import preflight, require
+from .tuning import load_plan, stage_note, tune_spec
 
 
 class _ProgressBar:
@@ -46,6 +47,9 @@ def _cmd_run(args) -> int:
     _check_executor_flags(args)
     check_settings()
     only = parse_assignments(args.only, option="--only")
+    spec = tune_spec(args.params)
+    if spec is not None:
+        return _run_tuned(args, load_plan(args.params, output_dir=args.output_dir, only=only))
     configs = select(iter_grid(args.params, output_dir=args.output_dir), only)
     if args.dry_run:  # streams: the first runs print before a large grid is expanded
         listed, done = [], 0
@@ -57,15 +61,65 @@ def _cmd_run(args) -> int:
         if not listed:
             raise ConfigError(f"{args.params}: no runs left after --only")
         print(f"{len(listed)} runs ({done} done) -> {listed[0].output_dir}")
-        found = preflight(listed, fetch=False, local=args.executor == "local")  # a dry run downloads nothing
-        print("preflight:\n" + "\n".join(f.line() for f in found))
-        if args.executor == "slurm":
-            from .slurm import describe, parse_slurm_args
+        return _dry_preflight(args, listed)
+    return _run_stage(args, list(configs))
 
-            print("slurm " + describe(*_slurm_resources(args, listed, parse_slurm_args(args.slurm_arg))))
-        require(found)
-        return 0
-    configs = list(configs)
+
+def _dry_preflight(args, listed) -> int:
+    found = preflight(listed, fetch=False, local=args.executor == "local")  # a dry run downloads nothing
+    print("preflight:\n" + "\n".join(f.line() for f in found))
+    if args.executor == "slurm":
+        from .slurm import describe, parse_slurm_args
+
+        print("slurm " + describe(*_slurm_resources(args, listed, parse_slurm_args(args.slurm_arg))))
+    require(found)
+    return 0
+
+
+def _run_tuned(args, plan) -> int:
+    """Stage 1 (the trials on dev, and the runs the space does not apply to), then stage 2 (the seed axis
+    at each arm's chosen setting). Run again, the command resumes whichever stage is unfinished."""
+    first = plan.first_stage()
+    if not first:
+        raise ConfigError(f"{args.params}: no runs left after --only")
+    if args.dry_run:
+        print(plan.spec.describe())
+        print(f"stage 1: {len(first)} runs (tuning trials on dev, and the untuned runs)")
+        for cfg in first:
+            print(f"{'done' if is_done(cfg) else 'todo':<5} {cfg.run_id}  {stage_note(cfg)}", flush=True)
+        finals, waiting = plan.final_stage()
+        print(f"stage 2 (final, after tuning): {len(finals)} runs listed, {len(waiting)} arm(s) waiting")
+        for cfg in finals:
+            print(f"{'done' if is_done(cfg) else 'todo':<5} {cfg.run_id}  {stage_note(cfg)}")
+        for line in waiting:
+            print(f"after tuning  {line}")
+        print(f"-> {first[0].output_dir}")
+        return _dry_preflight(args, first)
+    print(plan.spec.describe(), file=sys.stderr)
+    print("stage 1: tuning trials on dev", file=sys.stderr)
+    code = _run_stage(args, first)
+    if code == 130:
+        return code
+    if args.executor == "slurm" and not args.wait and not all(is_done(c) for c in first):
+        print("stage 2 (final) is submitted once the trials have succeeded: run the same command again then "
+              f"(python -m tc_lib status {args.params})")
+        return code
+    finals, waiting = plan.final_stage()
+    for line in waiting:
+        print(f"stage 2 not started for {line}", file=sys.stderr)
+    if args.force:  # a trial that is also a final run was just rerun: once is enough
+        ran = {c.run_id for c in first}
+        finals = [c for c in finals if c.run_id not in ran]
+    if finals:
+        print("stage 2: the final runs at each arm's chosen setting", file=sys.stderr)
+        final_code = _run_stage(args, finals)
+        if final_code == 130:
+            return final_code
+        code = max(code, final_code)
+    return max(code, 1 if waiting else 0)
+
+
+def _run_stage(args, configs) -> int:
     if not configs:
         raise ConfigError(f"{args.params}: no runs left after --only")
     if args.jobs is not None and args.jobs < 1:

@@ -6,6 +6,7 @@ A grid file has these keys, all optional:
     overrides: {field: {value: {field: value}}}   e.g. method: {lora: {learning_rate: 1e-3}}
     grids:     [{defaults: ..., axes: ...}, ...]  several products in one file (instead of `axes`)
     slurm:     {time_min: 90}             --executor slurm: the time limit per run (else derived)
+    tune:      {space: ..., trials: 6}    tune every arm on dev first (tc_lib.grid.tuning)
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any, Iterable, Iterator, Sequence
 from ..config import RunConfig
 from ..errors import ConfigError
 
-GRID_KEYS = ("defaults", "axes", "overrides", "grids", "slurm")
+GRID_KEYS = ("defaults", "axes", "overrides", "grids", "slurm", "tune")
 SLURM_KEYS = {"time_min": "the time limit per run in minutes, an integer >= 1"}
 MAX_RUNS = 100_000  # a larger grid is refused before it is expanded
 

@@ -13,6 +13,7 @@ from ..errors import ConfigError
 from ..results import load_record
 from .lease import check_settings, is_stale, read_lease
 from .params import iter_grid, parse_assignments, select
+from .tuning import load_plan, stage_note, tune_spec
 
 STATES = ("done", "running", "stale", "interrupted", "failed", "pending")
 
@@ -61,13 +62,25 @@ def run_state(cfg: RunConfig) -> RunState:
 
 def _cmd_status(args) -> int:
     check_settings()
-    configs = list(select(iter_grid(args.params, output_dir=args.output_dir),
-                          parse_assignments(args.only, option="--only")))
+    only = parse_assignments(args.only, option="--only")
+    waiting, notes = [], {}
+    if tune_spec(args.params) is None:
+        configs = list(select(iter_grid(args.params, output_dir=args.output_dir), only))
+    else:  # a tuned grid: its trials, then the final runs of the arms whose trials are done
+        plan = load_plan(args.params, output_dir=args.output_dir, only=only)
+        finals, waiting = plan.final_stage()
+        configs = plan.first_stage()
+        ids = {c.run_id for c in configs}
+        configs += [c for c in finals if c.run_id not in ids]
+        notes = {c.run_id: stage_note(c) for c in configs}
     if not configs:
         raise ConfigError(f"{args.params}: no runs left after --only")
     states = [run_state(cfg) for cfg in configs]
     for s in states:
-        print(f"{s.state:<12} {s.run_id}" + (f"  ({s.detail})" if s.detail else ""))
+        detail = "; ".join(x for x in (notes.get(s.run_id), s.detail) if x)
+        print(f"{s.state:<12} {s.run_id}" + (f"  ({detail})" if detail else ""))
+    for line in waiting:
+        print(f"{'after tuning':<12} {line}")
     counts = Counter(s.state for s in states)
     compute = sum(s.wall_time_s for s in states)
     print(f"{len(states)} runs: " + ", ".join(f"{counts[k]} {k}" for k in STATES if counts[k])

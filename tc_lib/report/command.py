@@ -1,11 +1,14 @@
-"""`python -m tc_lib report` (build the report from a folder of run records) and `python -m tc_lib export`."""
+"""`python -m tc_lib report` (build the report from a folder of run records), `python -m tc_lib export` and
+`python -m tc_lib plan-seeds` (the seeds a study needs, from pilot records)."""
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
 from ..errors import TcError
+from . import plan_seeds
 from .render import build_report
 
 
@@ -65,3 +68,49 @@ def register(sub) -> None:
     e.add_argument("--csv", metavar="PATH", help="per-run table")
     e.add_argument("--xlsx", metavar="PATH", help="workbook with the runs, arms and hand-in sheets")
     e.set_defaults(func=_cmd_export)
+
+
+def _pts(x: float) -> str:
+    return "—" if math.isnan(x) else f"{100 * x:.2f} pts"
+
+
+def _seeds(x: float) -> str:
+    return "—" if math.isnan(x) else ("never (no gap)" if x == math.inf else f"{int(x)} seeds")
+
+
+def _cmd_plan(args) -> int:
+    if not (0 < args.delta < 1):
+        raise TcError(f"--delta {args.delta:g}: expected a difference of {args.metric} in (0, 1), e.g. 0.01 for one point")
+    if not (0 < args.alpha < 1) or not (0 < args.power < 1):
+        raise TcError("--alpha and --power: expected numbers in (0, 1)")
+    if not Path(args.records).is_dir():
+        raise TcError(f"{args.records}: no folder of run records (e.g. outputs/runs of a pilot grid)")
+    arms, pairs = plan_seeds.plan_tables(Path(args.records), delta=args.delta, alpha=args.alpha, power=args.power,
+                              metric=args.metric)
+    if arms.empty:
+        raise TcError(f"{args.records}: no arm with at least 2 successful seeds: the between-seed spread cannot be "
+                      "estimated; run a pilot with 2-3 seeds per arm first")
+    print(f"seed plan for a {_pts(args.delta)} {args.metric} difference: paired t-test on seed-wise differences "
+          f"(statsmodels TTestPower), {args.power:.0%} power, two-sided alpha {args.alpha:g}")
+    print("per arm (the sd of a difference taken as sqrt(2) x the arm's between-seed sd):")
+    for r in arms.itertuples():
+        print(f"  {r.dataset:<16} {r.arm:<40} n={r.n}  sd {_pts(r.sd)}  detects >= {_pts(r.detectable)} with n={r.n}; "
+              f"{_pts(args.delta)} needs {_seeds(r.n_needed)}")
+    if len(pairs):
+        print("per compared pair (the observed sd of the paired differences):")
+        for r in pairs.itertuples():
+            print(f"  {r.dataset:<16} {r.pair}  n={r.n}  diff {_pts(r.diff)}  sd_diff {_pts(r.sd_diff)}  detects >= "
+                  f"{_pts(r.detectable)}; {_pts(args.delta)} needs {_seeds(r.n_needed)}; the observed gap needs "
+                  f"{_seeds(r.n_for_diff)}")
+    return 0
+
+
+def register_plan(sub) -> None:
+    p = sub.add_parser("plan-seeds", help="seeds a study needs to detect a difference, from pilot records")
+    p.add_argument("records", help="folder of run records with 2+ seeds per arm (e.g. outputs/runs)")
+    p.add_argument("--delta", type=float, required=True, help="the difference to detect, e.g. 0.01 (one point)")
+    p.add_argument("--metric", default="macro_f1", choices=plan_seeds.stats.METRICS, help="the score (default macro_f1)")
+    p.add_argument("--alpha", type=float, default=0.05, help="two-sided significance level (default 0.05; divide "
+                                                             "by the number of planned tests for a Holm-safe plan)")
+    p.add_argument("--power", type=float, default=plan_seeds.stats.POWER, help="the power wanted (default 0.8)")
+    p.set_defaults(func=_cmd_plan)

@@ -14,7 +14,7 @@ from ..runs import current_runs, read_runs
 from . import stats
 
 RUN_FIELDS = ["run_id", "arm_id", "dataset", "model", "method", "seed", "data_seed", "train_size", "epochs",
-              "learning_rate", "selection", "chosen_epoch", "loss", "accuracy", "micro_f1", "macro_f1",
+              "learning_rate", "stage", "selection", "chosen_epoch", "dev_score", "loss", "accuracy", "micro_f1", "macro_f1",
               "majority_accuracy", "majority_macro_f1", "collapsed", "params_total", "params_trainable",
               "params_trainable_no_head", "wall_time_s", "train_time_s", "eval_time_s", "train_samples_per_s",
               "train_tokens_per_s", "peak_rss_mb", "peak_cuda_allocated_mb", "peak_cuda_reserved_mb", "device",
@@ -27,9 +27,11 @@ def select_runs(runs: pd.DataFrame, params: Sequence[str | Path] = ()) -> pd.Dat
     """The runs of the given grid files (all runs when none are given)."""
     if not params:
         return runs
-    from ..grid.params import iter_grid
+    from ..grid.tuning import grid_run_ids
 
-    wanted = {cfg.run_id for path in params for cfg in iter_grid(path)}
+    # a tuned grid's final runs depend on its trials' records: read them where these runs are
+    folder = str(Path(runs["run_dir"].iloc[0]).parent) if len(runs) else None
+    wanted = {run_id for path in params for run_id in grid_run_ids(path, output_dir=folder)}
     return runs[runs["run_id"].isin(wanted)].reset_index(drop=True)
 
 

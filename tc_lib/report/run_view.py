@@ -32,11 +32,12 @@ def show_run(run_dir: str | Path) -> None:
     setup_fonts()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3))
     epochs = [h["epoch"] for h in history]
-    axes[0].plot(epochs, [h["test"]["macro_f1"] for h in history], marker="o", label="test")
-    axes[1].plot(epochs, [h["test"]["loss"] for h in history], marker="o", label="test")
+    for split in ("dev", "test"):  # test: every epoch with test_every_epoch, else the chosen epoch alone
+        rows = [h for h in history if split in h]
+        if rows:
+            axes[0].plot([h["epoch"] for h in rows], [h[split]["macro_f1"] for h in rows], marker="o", label=split)
+            axes[1].plot([h["epoch"] for h in rows], [h[split]["loss"] for h in rows], marker="o", label=split)
     axes[1].plot(epochs, [h["train_loss"] for h in history], marker="o", label="train")
-    if "dev" in history[0]:
-        axes[0].plot(epochs, [h["dev"]["macro_f1"] for h in history], marker="o", label="dev")
     for ax, title in zip(axes, ("Macro-F1", "损失 Loss")):
         ax.set_title(title)
         ax.set_xlabel("轮次 epoch")

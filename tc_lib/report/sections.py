@@ -15,7 +15,9 @@ from . import stats, tables
 from .conclusions import conclusions
 from .display import fmt, md, show, table
 from .export import select_runs
+from .best_section import best_models_section
 from .memory_section import memory_section
+from .tuning_section import tuning_section
 
 MAX_REFUSED_SHOWN = 20
 
@@ -197,10 +199,16 @@ class Report:
     # ------------------------------------------------------------ curves and sweeps
 
     def curves(self) -> None:
-        md("## 训练曲线 · Training curves\n\n每轮结束后在测试集上的评估（仅作曲线展示，不用于选择）；线为各臂的种子均值，阴影为 "
-           "±1 std。  \nTest-split evaluation after every epoch (shown as curves, never used for selection); lines "
-           "are arm means over seeds, bands ±1 std.")
         history = self.history[~self.history["method"].isin(list(REFERENCES))]
+        split = "dev" if (history["split"] == "dev").any() else "test"
+        md("## 训练曲线 · Training curves\n\n" + (
+            "每轮结束后在开发集上的评估（用于选择轮次）；测试集只在选中的轮次评估一次。线为各臂的种子均值，阴影为 ±1 std。  \nDev-split "
+            "evaluation after every epoch (what the epoch is chosen on); test is scored once, at the chosen epoch. "
+            if split == "dev" else
+            "每轮结束后在测试集上的评估（test_every_epoch: true，仅作曲线展示，不用于选择）；线为各臂的种子均值，阴影为 ±1 std。  \n"
+            "Test-split evaluation after every epoch (test_every_epoch: true, the seed report's recipe; shown as "
+            "curves, never used for selection). ") + "Lines are arm means over seeds, bands ±1 std.")
+        history = history[history["split"] == split]
         if history.empty:
             md("_没有历史记录 No history._")
             return
@@ -209,7 +217,7 @@ class Report:
         from .plots import curves_figure
 
         names = dict(zip(self.arms["arm_id"], self.arms["model"] + " · " + self.arms["name"]))
-        frames = {m: stats.curves(history, metric=m).assign(line=lambda f: f["arm_id"].map(names))
+        frames = {m: stats.curves(history, split=split, metric=m).assign(line=lambda f: f["arm_id"].map(names))
                   for m in ("macro_f1", "loss")}
         fig = curves_figure(frames, titles={m: tables.METRIC_NAMES[m] for m in frames})
         show(fig)
@@ -234,11 +242,20 @@ class Report:
 
     # ------------------------------------------------------------ comparisons and conclusions
 
+    def tuning(self) -> None:
+        tuning_section(self.all_runs)
+
     def comparisons(self) -> pd.DataFrame:
-        md("## 配对比较 · Paired comparisons\n\n按种子配对：差值 = 均值(a − b)，p 值来自配对 t 检验（原始与 Holm 校正），效应量为 "
-           "Cohen's d_z。种子数少时检验功效很低：不显著不代表没有差异。  \nPaired by seed: difference = mean(a − b), "
-           "p from the paired t-test (raw and Holm-adjusted over all tests here), effect size Cohen's d_z. With "
-           "few seeds the tests have low power: a non-significant result is not evidence of no difference.")
+        trials = sorted({int(t["trials"]) for t in self.runs["tuning"].dropna() if t.get("trials")})
+        tuned = (f"  \n各臂在开发集上以各 {' / '.join(map(str, trials))} 次试验调优。Arms tuned with "
+                 f"{' / '.join(map(str, trials))} trials each on dev." if trials else "")
+        md("## 配对比较 · Paired comparisons\n\n按种子配对：差值 = 均值(a − b)，附 95% bootstrap 置信区间与 P(a>b)（a 胜出的种子比例），p "
+           "值来自配对 t 检验（原始与 Holm 校正），效应量为 Cohen's d_z；种子规划给出当前种子数在 80% 功效下可检出的最小差值，以及观测差值所需的种子数。"
+           "  \nPaired by seed: difference = mean(a − b) with its 95 % percentile-bootstrap CI over seeds and "
+           "P(a>b) (the share of seeds a wins), p from the paired t-test (raw and Holm-adjusted over all tests "
+           "here), effect size Cohen's d_z. Seed plan (statsmodels TTestPower, 80 % power, α = 0.05 / number of "
+           "tests): the smallest gap the present seeds detect and the seeds the observed gap would need. With few "
+           "seeds the tests have low power: a non-significant result is not evidence of no difference." + tuned)
         if len(self.compared):
             table(tables.comparisons_shown(self.compared), caption="Macro-F1, 配对 paired by seed")
         else:
@@ -257,32 +274,8 @@ class Report:
         md("\n".join(lines) if lines else "_没有可下结论的运行。No runs to conclude from._")
 
     def best_models(self) -> None:
-        from ..best import best_runs
-
-        md("## 最佳模型 · The best model per dataset\n\n按开发集选出：各种子开发集 macro-F1 均值最高的臂，再取其开发集最高的种子；"
-           "测试集不参与。  \nChosen on dev only: the arm with the highest mean dev macro-F1 over its seeds, then its "
-           "seed with the highest dev macro-F1; the test split takes no part.")
-        best = best_runs(self.runs, self.history)
-        encoders = best_runs(self.runs[~self.runs["method"].isin(list(REFERENCES))], self.history)
-        lines = []
-        for row in best.to_dict("records"):
-            lines.append(f"- **{row['dataset']}**: {_best_line(row)}")
-            if row["method"] in REFERENCES:  # the question is also which fine-tuned encoder wins
-                for enc in encoders[encoders["dataset"] == row["dataset"]].to_dict("records"):
-                    lines.append(f"    - 最佳微调编码器 best fine-tuned encoder: {_best_line(enc)}")
-        for dataset in sorted(set(self.runs["dataset"]) - set(best["dataset"])):
-            lines.append(f"- **{dataset}**: 没有在开发集上评分的运行 no run was scored on dev (selection: dev), so none "
-                         "is chosen")
-        md("\n".join(lines) if lines else "_没有运行 No runs._")
+        best_models_section(self.runs, self.history)
 
     def memory(self) -> None:
         memory_section(Path(self.memory_dir) if self.memory_dir else Path("outputs/memory"))
 
-
-def _best_line(row: dict) -> str:
-    from ..best import plural, predict_command
-
-    use = (f"使用 use: `{predict_command(row)}`" if row["has_weights"] else
-           "未保存权重 no weights saved: rerun this arm with `save_weights: all` to use it")
-    return (f"{row['model']} · {row['name']} (of {plural(row['n_arms'], 'arm')}; dev macro-F1 {row['dev_mean']:.4f} "
-            f"over {plural(row['n_seeds'], 'seed')}), seed {row['seed']} (dev {row['dev_score']:.4f}) — `{row['run_dir']}`  \n  {use}")
