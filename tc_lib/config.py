@@ -31,7 +31,7 @@ ARM_EXCLUDED = ("seed", *EXECUTION_FIELDS)
 DATA_SEED_FOLLOWS = "seed"  # data_seed: seed -> the subsample / few-shot draw / dev carve vary with seed
 # Fields added after records existed, left out of run_id and arm at this value: earlier runs keep their
 # ids and arms, and a record without the field reads as this value.
-LATER_FIELDS = {"class_weights": "none", "device": "auto", "test_every_epoch": False}
+LATER_FIELDS = {"class_weights": "none", "device": "auto", "test_every_epoch": False, "max_dev_samples": None}
 # Fields of earlier versions: a config that still uses one gets an error naming what replaced it.
 RENAMED = {
     "precision": "'precision' was split into torch_dtype (float32 | bfloat16: the dtype the weights are "
@@ -68,6 +68,7 @@ class RunConfig:
     selection: str = "last"  # last epoch, or the epoch with the best dev macro-F1 (never test)
     test_every_epoch: bool = False  # test scored after every epoch (test curves); else once, at the chosen epoch
     dev_fraction: float = 0.1  # share of train carved out as dev when selection == "dev"
+    max_dev_samples: int | None = None  # a seeded stratified subsample of that dev split (cheaper scoring)
     max_train_samples: int | None = None  # seeded subsample of train, for quick profiles
     data_seed: int | str = DEFAULT_DATA_SEED  # AG News split, few-shot draw, dev carve, subsample; "seed": = seed
     torch_dtype: str = "float32"  # float32 | bfloat16: the dtype the model's weights are loaded in
@@ -261,7 +262,7 @@ def _validate(cfg: RunConfig) -> None:
         _check(_is_int(value) and value >= 1, name, "an integer >= 1", value)
     _check(_is_int(cfg.max_seq_length) and 8 <= cfg.max_seq_length <= 8192, "max_seq_length",
            "an integer in [8, 8192]", cfg.max_seq_length)
-    for name in ("max_train_samples", "num_threads"):
+    for name in ("max_train_samples", "max_dev_samples", "num_threads"):
         value = getattr(cfg, name)
         _check(value is None or (_is_int(value) and value >= 1), name, "null or an integer >= 1", value)
     lr = cfg.learning_rate

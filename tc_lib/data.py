@@ -262,24 +262,6 @@ def get_dataset(dataset_name: str | Sequence[str], sep_token: str, *, root: Path
     return DatasetDict(merged)
 
 
-def carve_splits(dataset, *, selection: str, dev_fraction: float, max_train_samples: int | None,
-                 data_seed: int) -> dict:
-    """{"train", "dev" (selection "dev"), "test"}: dev carved from train (stratified when every class
-    allows it), then the seeded subsample of what is left. Only sizes, labels and the seed decide which
-    examples, so raw text (the TF-IDF reference) and token ids (the encoders) get the same examples."""
-    train, splits = dataset["train"], {"test": dataset["test"]}
-    if selection == "dev":
-        try:
-            parts = train.train_test_split(test_size=dev_fraction, seed=data_seed, stratify_by_column="labels")
-        except ValueError:  # a class too rare to stratify (few-shot): plain seeded split
-            parts = train.train_test_split(test_size=dev_fraction, seed=data_seed)
-        train, splits["dev"] = parts["train"], parts["test"]
-    if max_train_samples is not None and max_train_samples < len(train):
-        train = train.shuffle(seed=data_seed).select(range(max_train_samples))
-    splits["train"] = train
-    return splits
-
-
 def label_names(dataset) -> list[str]:
     """The label names recorded on a split (or DatasetDict) from get_dataset."""
     split = dataset["train"] if hasattr(dataset, "keys") else dataset

@@ -1,6 +1,6 @@
 """The classical reference as runs: TF-IDF (uni+bigrams, sublinear tf) + logistic regression (C=10),
 method `tfidf_lr`, model `tfidf`. It trains on exactly the examples an encoder run with the same data
-settings trains on (data.carve_splits), honours seed and subsample, and writes the same record."""
+settings trains on (splits.carve_splits), honours seed and subsample, and writes the same record."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from typing import Any
 import numpy as np
 
 from .config import RunConfig
-from .data import carve_splits, data_root, get_dataset, label_names
+from .data import data_root, get_dataset, label_names
 from .metrics import classification_metrics
 from .results import write_history
+from .splits import carve_splits
 
 SEP = " [SEP] "  # joins aspect and sentence of the pair datasets; a token of its own for TF-IDF
 C = 10.0
@@ -36,7 +37,8 @@ def reference_splits(cfg: RunConfig) -> tuple[dict, list[str], int]:
     same data settings trains on exactly these examples."""
     raw = get_dataset(list(cfg.datasets), SEP, root=data_root(), data_seed=cfg.effective_data_seed)
     splits = carve_splits(raw, selection=cfg.selection, dev_fraction=cfg.dev_fraction,
-                          max_train_samples=cfg.max_train_samples, data_seed=cfg.effective_data_seed)
+                          max_dev_samples=cfg.max_dev_samples, max_train_samples=cfg.max_train_samples,
+                          data_seed=cfg.effective_data_seed)
     return splits, label_names(raw), len(raw["train"])
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .config import RunConfig
-from .data import carve_splits, data_root, files_for, get_dataset, label_names
+from .data import data_root, files_for, get_dataset, label_names
 from .device import check as check_device
 from .device import describe as describe_device
 from .device import memory_peaks
@@ -27,6 +27,7 @@ from .epochs import Recorder, trainer_class
 from .methods import REFERENCES
 from .metrics import balanced_class_weights, majority_floor
 from .models import build_model, load_tokenizer, save_weights
+from .splits import carve_splits
 from .results import RunResult, finish_run, process_age_s, start_run, unwritable, write_history
 
 logger = logging.getLogger(__name__)
@@ -47,7 +48,8 @@ def prepare_splits(cfg: RunConfig):
     hf_datasets.disable_progress_bars()
     tokenizer, raw = _raw(cfg.model, cfg.datasets, cfg.effective_data_seed, str(data_root()))
     splits = carve_splits(raw, selection=cfg.selection, dev_fraction=cfg.dev_fraction,
-                          max_train_samples=cfg.max_train_samples, data_seed=cfg.effective_data_seed)
+                          max_dev_samples=cfg.max_dev_samples, max_train_samples=cfg.max_train_samples,
+                          data_seed=cfg.effective_data_seed)
     tokenized = {name: split.map(lambda batch: tokenizer(batch["text"], truncation=True, max_length=cfg.max_seq_length),
                                  batched=True, remove_columns=["text"]) for name, split in splits.items()}
     return tokenizer, tokenized, label_names(raw), len(raw["train"])

@@ -15,7 +15,7 @@ INVALID = {
     "weight_decay": -0.1, "lora_r": 0, "lora_alpha": "16", "lora_dropout": 1.0, "peft_target_modules": [], "ia3_feedforward_modules": [""],
     "adapter_config": "prefix_tuning", "adapter_reduction_factor": 0, "selection": "test", "dev_fraction": 0.0,
     "max_train_samples": 0, "data_seed": "x", "torch_dtype": "float16", "mixed_precision": "fp8", "save_weights": "some", "output_dir": "",
-    "num_threads": 0, "group_by_length": "yes", "report_to": "wandb", "class_weights": "inverse", "device": "gpu", "allow_pure_bf16": "yes", "test_every_epoch": "yes", "tuning": "{\"stage\": \"later\"}",
+    "num_threads": 0, "group_by_length": "yes", "report_to": "wandb", "class_weights": "inverse", "device": "gpu", "allow_pure_bf16": "yes", "test_every_epoch": "yes", "max_dev_samples": 0, "tuning": "{\"stage\": \"later\"}",
 }
 
 

@@ -243,3 +243,17 @@ def test_cli_info_json_and_table(real_data):
                                         "Motivation": 76, "Uses": 317}}
     table = _cli("data", "info", "--root", str(real_data)).stdout
     assert re.search(r"agnews_sup\s+test\s+760", table) and re.search(r"laptop_fs\s+train\s+32", table)
+
+
+def test_a_dev_cap_subsamples_dev_stratified_and_leaves_the_training_examples_alone(real_data):
+    from tc_lib.splits import carve_splits
+
+    ds = data.get_dataset("restaurant_sup", "[SEP]", root=real_data)
+    common = dict(selection="dev", dev_fraction=0.1, max_train_samples=256, data_seed=2022)
+    whole, capped = carve_splits(ds, **common), carve_splits(ds, **common, max_dev_samples=100)
+    assert len(whole["dev"]) == 346 and len(capped["dev"]) == 100
+    assert capped["train"]["text"] == whole["train"]["text"] and len(capped["test"]) == len(whole["test"])
+    assert set(capped["dev"]["text"]) <= set(whole["dev"]["text"])
+    share = lambda split: Counter(split["labels"])[0] / len(split)  # stratified: the class shares are kept
+    assert abs(share(capped["dev"]) - share(whole["dev"])) < 0.02
+    assert carve_splits(ds, **common, max_dev_samples=100)["dev"]["text"] == capped["dev"]["text"]  # seeded

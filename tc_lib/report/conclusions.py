@@ -70,4 +70,4 @@ def _same_data(a: dict, b: dict) -> bool:
     """Whether two arms' configs (of one dataset) train on the same examples (subsample, data seed,
     selection) with the same weighting of them (class_weights): an encoder and a reference compared fairly."""
     return all(a.get(k) == b.get(k) for k in ("max_train_samples", "data_seed", "selection", "dev_fraction",
-                                              "class_weights"))
+                                              "max_dev_samples", "class_weights"))

@@ -246,7 +246,8 @@ class Report:
         tuning_section(self.all_runs)
 
     def comparisons(self) -> pd.DataFrame:
-        trials = sorted({int(t["trials"]) for t in self.runs["tuning"].dropna() if t.get("trials")})
+        tunings = self.runs["tuning"].dropna() if "tuning" in self.runs else []
+        trials = sorted({int(t["trials"]) for t in tunings if t.get("trials")})
         tuned = (f"  \n各臂在开发集上以各 {' / '.join(map(str, trials))} 次试验调优。Arms tuned with "
                  f"{' / '.join(map(str, trials))} trials each on dev." if trials else "")
         md("## 配对比较 · Paired comparisons\n\n按种子配对：差值 = 均值(a − b)，附 95% bootstrap 置信区间与 P(a>b)（a 胜出的种子比例），p "

@@ -112,7 +112,7 @@ def tuning_section(all_runs: pd.DataFrame) -> None:
 
     from .plots import budget_figure
 
-    md("期望最佳开发集分数随试验次数的变化（无放回的无偏估计）；竖线为实际花费的预算。列表空间是网格搜索，并非独立同分布抽样，曲线仅作参考。  \n"
+    md("期望最佳开发集分数随试验次数的变化（无放回的无偏估计）；方块标出实际花费的预算。列表空间是网格搜索，并非独立同分布抽样，曲线仅作参考。  \n"
        "Expected best dev macro-F1 against the number of trials (the unbiased estimator without replacement, "
        "Tang et al. 2020); the marker is the budget spent. For a list space (a grid, not i.i.d. random "
        "search) the curve is indicative only." + (" (this study searched a list)" if curves["grid"].any() else ""))
