@@ -28,6 +28,7 @@ from ..tuned import best_trial
 from .params import iter_grid, read_spec, select
 from .tune_spec import TuneSpec, read_tune
 
+
 def applies(cfg: RunConfig, spec: TuneSpec) -> bool:
     """Whether the space configures this run: no learning rate for the TF-IDF reference, LoRA options only
     for LoRA; a run it does not apply to runs once, untuned, in the first stage."""
