@@ -10,7 +10,7 @@ JOBS ?= 2
 # munge for the tests that start a one-node SLURM.
 SYSDEPS := chromium fonts-noto-cjk poppler-utils slurm-wlm munge
 
-.PHONY: venv sysdeps test report models-mpnet bench clean-outputs
+.PHONY: venv sysdeps test test-fast report models-mpnet bench clean-outputs
 
 venv: $(STAMP)
 
@@ -38,6 +38,11 @@ models-mpnet: venv
 
 test: venv sysdeps
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q
+
+# The unit tier, for every edit: no papermill kernel, no Ray, no SLURM, no real MiniLM, no fault injection.
+FAST := not (notebook or ray or slurm or slow or smoke)
+test-fast: venv
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q -m "$(FAST)"
 
 report: venv sysdeps
 	@# exit 2: the preflight (data, models, kernel, folder, device) stopped the grid before any run — stop here;

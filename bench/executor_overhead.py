@@ -47,16 +47,16 @@ def descendants(root: int) -> list[int]:
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     from planted import write_fast_notebook
 
     from tc_lib.config import RunConfig
     from tc_lib.grid.local import run_grid
     from tc_lib.grid.ray_exec import RayResources, connect, run_grid_ray
 
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(allow_abbrev=False)
     parser.add_argument("--runs", type=int, default=8)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="tc_bench_"))
     notebook = write_fast_notebook(root / "fast.ipynb")
     os.environ.update(TC_TEST_LOG=str(root / "log"), TC_TEST_SLEEP="0")
@@ -86,7 +86,8 @@ def main() -> None:
           f"start-up {startup_s:.1f} s, per run after start-up {(ray_s - startup_s) / args.runs:5.2f} s; "
           f"Ray processes {memory:.0f} MiB resident")
     print(f"ratio b/a (s/run): {ray_s / local_s:.2f}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -8,7 +8,7 @@ from typing import Any, Iterable, Mapping
 import pandas as pd
 
 from .config import DATA_SEED_FOLLOWS, arm_fields
-from .methods import METHODS, OPTION_DEFAULTS, REFERENCES, method_label
+from .methods import METHODS, OPTION_DEFAULTS, OPTIONS, REFERENCES, method_label
 
 # A method is compared at its own learning rate and options: they belong to the factor "method".
 COMPANIONS = {"method": ("learning_rate", *OPTION_DEFAULTS), "model": ()}
@@ -101,15 +101,15 @@ def method_settings(config: Mapping[str, Any], targets: list[str] | None = None)
         from .reference import C, NGRAMS
 
         return f"TF-IDF {NGRAMS[0]}–{NGRAMS[1]}-gram, sublinear tf; LR C={C:g}"
-    shown_targets = fmt_value(config.get("peft_target_modules") or targets)
-    if method == "lora":
-        return (f"r={config['lora_r']}, α={config['lora_alpha']}, dropout={config['lora_dropout']:g}, "
-                f"targets={shown_targets}")
-    if method == "adapter":
-        return f"{config['adapter_config']}, reduction {config['adapter_reduction_factor']}"
-    if method == "ia3":
-        return f"targets={shown_targets}, feedforward={fmt_value(config.get('ia3_feedforward_modules'))}"
-    return "—" if method in METHODS else "?"
+    if method not in METHODS:
+        return "?"
+    shown = []
+    for name in METHODS[method].options:  # in the registry's words: short label = value
+        value = config.get(name, OPTIONS[name].default)
+        if name == "peft_target_modules" and not value:
+            value = targets  # the library's default, as the run recorded it
+        shown.append(f"{OPTIONS[name].label}={fmt_value(value)}")
+    return ", ".join(shown) or "—"
 
 
 def data_seed_rule(config: Mapping[str, Any]) -> str:

@@ -164,6 +164,24 @@ def _register_models(sub) -> None:
     p.set_defaults(func=_cmd_models)
 
 
+def _cmd_methods(args: argparse.Namespace) -> int:
+    from .methods import METHODS, OPTIONS
+
+    for method in METHODS.values():
+        print(f"{method.name:<8} {method.label} ({method.library}; default learning rate {method.learning_rate:g})")
+        for name in method.options:
+            option = OPTIONS[name]
+            print(f"    {name} = {option.default!r}  # {option.kind}, {option.expected()}: {option.help}")
+    print("Set an option as a params-file key, with `train --set NAME=VALUE`, or in the training notebook's "
+          "method_options = {NAME: VALUE}.")
+    return 0
+
+
+def _register_methods(sub) -> None:
+    p = sub.add_parser("methods", help="the fine-tuning methods and each one's options (name, default, help)")
+    p.set_defaults(func=_cmd_methods)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import inference_command
     from .grid import command as grid_command
@@ -174,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m tc_lib", description="Fine-tuning study kit: data, training, grids, "
                      "report and memory estimates.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for register in (_register_data, _register_train, _register_models, grid_command.register, grid_status.register,
+    for register in (_register_data, _register_train, _register_models, _register_methods, grid_command.register, grid_status.register,
                      report_command.register, report_command.register_plan, memory_command.register, inference_command.register):
         register(sub)
     return parser

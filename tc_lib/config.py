@@ -14,11 +14,12 @@ from typing import Any, Mapping
 from .data import DATASET_NAMES, DEFAULT_DATA_SEED
 from .device import DEVICES
 from .errors import ConfigError
-from .methods import ADAPTER_CONFIGS, METHODS, OPTION_DEFAULTS, REFERENCE_MODEL, REFERENCES
+from .precision import MIXED_PRECISIONS, TORCH_DTYPES
+from .methods import METHODS, OPTIONS, REFERENCE_MODEL, REFERENCES
+from .options import given_options
 
 SELECTIONS = ("last", "dev")
-TORCH_DTYPES = ("float32", "bfloat16")  # the dtype the model is loaded in (transformers' torch_dtype)
-MIXED_PRECISIONS = ("no", "bf16", "fp16")  # autocast over whatever the weights are (accelerate's word)
+DEFAULT_OUTPUT_DIR = "outputs/runs"  # where run folders go; the grid, the report and the commands default to it
 SAVE_WEIGHTS = ("peft", "all", "none")
 CLASS_WEIGHTS = ("none", "balanced")  # balanced: n / (k * count_c) from the run's training labels (sklearn's rule)
 DEFAULT_LEARNING_RATE = {name: method.learning_rate for name, method in METHODS.items()}
@@ -31,7 +32,10 @@ ARM_EXCLUDED = ("seed", *EXECUTION_FIELDS)
 DATA_SEED_FOLLOWS = "seed"  # data_seed: seed -> the subsample / few-shot draw / dev carve vary with seed
 # Fields added after records existed, left out of run_id and arm at this value: earlier runs keep their
 # ids and arms, and a record without the field reads as this value.
-LATER_FIELDS = {"class_weights": "none", "device": "auto", "test_every_epoch": False, "max_dev_samples": None}
+LATER_FIELDS = {"class_weights": "none", "device": "auto", "test_every_epoch": False, "max_dev_samples": None,
+                **{o.name: o.default for o in OPTIONS.values() if o.added_later}}
+NOTEBOOK_OPTIONS = "method_options"  # the training notebook's one parameter for every method option
+MODULE_LISTS = tuple(o.name for o in OPTIONS.values() if o.kind == "modules")  # stored as tuples
 # Fields of earlier versions: a config that still uses one gets an error naming what replaced it.
 RENAMED = {
     "precision": "'precision' was split into torch_dtype (float32 | bfloat16: the dtype the weights are "
@@ -47,10 +51,10 @@ _IPYTHON_NAMES = {"In", "Out", "exit", "quit", "get_ipython"}
 class RunConfig:
     model: str = "minilm"  # registry name (minilm, mpnet), hub id or local path
     dataset: str | tuple[str, ...] = "restaurant_sup"  # a dataset name or a tuple of names
-    method: str = "full"  # full | lora | adapter | ia3 (tc_lib.methods.METHODS) | tfidf_lr (model: tfidf)
+    method: str = "full"  # a method of tc_lib.methods.METHODS (full, lora, ...) | tfidf_lr (model: tfidf)
     seed: int = 1  # training seed: init of new weights, data order, dropout
     epochs: int = 3
-    learning_rate: float | None = None  # None -> the method's default (5e-5 full, 1e-3 LoRA/adapter, 1e-2 IA3)
+    learning_rate: float | None = None  # None -> the method's default (tc_lib.methods.METHODS)
     train_batch_size: int = 16
     eval_batch_size: int = 64
     max_seq_length: int = 128  # truncation only; batches are padded to their longest example
@@ -58,13 +62,11 @@ class RunConfig:
     warmup_ratio: float = 0.06
     weight_decay: float = 0.01
     class_weights: str = "none"  # none | balanced: training loss weighted against the class imbalance
-    lora_r: int = OPTION_DEFAULTS["lora_r"]
-    lora_alpha: int = OPTION_DEFAULTS["lora_alpha"]
-    lora_dropout: float = OPTION_DEFAULTS["lora_dropout"]
-    peft_target_modules: tuple[str, ...] | None = OPTION_DEFAULTS["peft_target_modules"]  # LoRA / IA3 targets
-    ia3_feedforward_modules: tuple[str, ...] | None = OPTION_DEFAULTS["ia3_feedforward_modules"]
-    adapter_config: str = OPTION_DEFAULTS["adapter_config"]  # seq_bn (Pfeiffer) | double_seq_bn (Houlsby)
-    adapter_reduction_factor: int = OPTION_DEFAULTS["adapter_reduction_factor"]
+    # the method options, one field each, from the registry (tc_lib.methods.OPTIONS: kind, default, help)
+    for _option in OPTIONS.values():
+        __annotations__[_option.name] = _option.annotation
+        locals()[_option.name] = _option.default  # a class body's locals() is its namespace
+    del _option
     selection: str = "last"  # last epoch, or the epoch with the best dev macro-F1 (never test)
     test_every_epoch: bool = False  # test scored after every epoch (test curves); else once, at the chosen epoch
     dev_fraction: float = 0.1  # share of train carved out as dev when selection == "dev"
@@ -76,16 +78,18 @@ class RunConfig:
     device: str = "auto"  # auto: CUDA when usable, else CPU | cpu | cuda (fails, never falls back to the CPU)
     allow_pure_bf16: bool = False  # full with torch_dtype bfloat16 (no fp32 master weights) only when True
     save_weights: str = "peft"  # peft: PEFT weights + head; all: also full models; none
-    output_dir: str = "outputs/runs"
+    output_dir: str = DEFAULT_OUTPUT_DIR  # relative: resolved once, here, against the current folder
     num_threads: int | None = None  # torch CPU threads; None leaves torch's default
     report_to: str = "none"  # none | tensorboard (<run>/tensorboard) | mlflow (MLFLOW_TRACKING_URI)
     tuning: str | None = None  # set by a tuned grid (tc_lib.grid.tuning): JSON of the stage, trial and space
 
     def __post_init__(self) -> None:
         _validate(self)
+        if not Path(self.output_dir).is_absolute():  # the one place a run folder is resolved (grid, notebook, train)
+            object.__setattr__(self, "output_dir", str(Path(self.output_dir).resolve()))
         if isinstance(self.dataset, list):
             object.__setattr__(self, "dataset", tuple(self.dataset))
-        for name in ("peft_target_modules", "ia3_feedforward_modules"):
+        for name in MODULE_LISTS:
             if isinstance(getattr(self, name), list):
                 object.__setattr__(self, name, tuple(getattr(self, name)))
         if self.learning_rate is None and self.method in METHODS:
@@ -124,14 +128,30 @@ class RunConfig:
         """
         candidates = {k: v for k, v in namespace.items()
                       if not k.startswith("_") and k not in _IPYTHON_NAMES and isinstance(v, _LITERALS)}
-        cfg = cls.from_dict(candidates, source="notebook parameters")
-        if base_dir is not None and not Path(cfg.output_dir).is_absolute():
-            cfg = dataclasses.replace(cfg, output_dir=str((Path(base_dir) / cfg.output_dir).resolve()))
-        return cfg
+        if base_dir is not None:  # the notebook's relative output_dir names a folder of the project, not of notebooks/
+            folder = candidates.get("output_dir", DEFAULT_OUTPUT_DIR)
+            if isinstance(folder, str) and folder and not Path(folder).is_absolute():
+                candidates["output_dir"] = str(Path(base_dir) / folder)
+        candidates.update(given_options(namespace.get(NOTEBOOK_OPTIONS, {}), OPTIONS, beside=candidates,
+                                        where=f"notebook parameters: {NOTEBOOK_OPTIONS}"))
+        return cls.from_dict(candidates, source="notebook parameters")
+
+    @classmethod
+    def notebook_defaults(cls) -> dict[str, Any]:
+        """The training notebook's parameters with their defaults: every field but the method options,
+        which come as one dict, `method_options` (only those that differ from the registry's default)."""
+        fields = {f.name: f.default for f in dataclasses.fields(cls) if f.name not in OPTIONS}
+        return {**fields, NOTEBOOK_OPTIONS: {}}
+
+    def notebook_parameters(self) -> dict[str, Any]:
+        """This config as the training notebook's parameters (what a grid injects through papermill)."""
+        values = self.to_dict()
+        options = {k: values.pop(k) for k in OPTIONS}
+        return {**values, NOTEBOOK_OPTIONS: {k: v for k, v in options.items() if v != OPTIONS[k].default}}
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
-        for key in ("dataset", "peft_target_modules", "ia3_feedforward_modules"):
+        for key in ("dataset", *MODULE_LISTS):
             if isinstance(out[key], tuple):
                 out[key] = list(out[key])
         return out
@@ -141,8 +161,8 @@ class RunConfig:
         return Path(self.output_dir) / self.run_id
 
     def method_options(self) -> dict[str, Any]:
-        """The method options (tc_lib.methods.OPTION_DEFAULTS keys) of this run."""
-        return {key: getattr(self, key) for key in OPTION_DEFAULTS}
+        """The method options (tc_lib.methods.OPTIONS) of this run."""
+        return {key: getattr(self, key) for key in OPTIONS}
 
     @property
     def effective_data_seed(self) -> int:
@@ -232,7 +252,6 @@ def _validate(cfg: RunConfig) -> None:
            f"model {REFERENCE_MODEL!r} with method {' | '.join(REFERENCES)} (a classical reference) and only then",
            cfg.model if reference else cfg.method)
     _check(cfg.selection in SELECTIONS, "selection", " | ".join(SELECTIONS), cfg.selection)
-    _check(cfg.adapter_config in ADAPTER_CONFIGS, "adapter_config", " | ".join(ADAPTER_CONFIGS), cfg.adapter_config)
     _check(cfg.torch_dtype in TORCH_DTYPES, "torch_dtype", " | ".join(TORCH_DTYPES), cfg.torch_dtype)
     _check(cfg.mixed_precision in MIXED_PRECISIONS, "mixed_precision", " | ".join(MIXED_PRECISIONS),
            cfg.mixed_precision)
@@ -256,8 +275,7 @@ def _validate(cfg: RunConfig) -> None:
     _check((_is_int(cfg.data_seed) and 0 <= cfg.data_seed < 2**32) or cfg.data_seed == DATA_SEED_FOLLOWS, "data_seed",
            f"an integer in [0, 2**32) or {DATA_SEED_FOLLOWS!r} (the data seed follows the training seed)",
            cfg.data_seed)
-    for name in ("epochs", "train_batch_size", "eval_batch_size", "lora_r", "lora_alpha",
-                 "adapter_reduction_factor"):
+    for name in ("epochs", "train_batch_size", "eval_batch_size"):
         value = getattr(cfg, name)
         _check(_is_int(value) and value >= 1, name, "an integer >= 1", value)
     _check(_is_int(cfg.max_seq_length) and 8 <= cfg.max_seq_length <= 8192, "max_seq_length",
@@ -267,14 +285,11 @@ def _validate(cfg: RunConfig) -> None:
         _check(value is None or (_is_int(value) and value >= 1), name, "null or an integer >= 1", value)
     lr = cfg.learning_rate
     _check(lr is None or (_is_number(lr) and 0 < lr < 1), "learning_rate", "a number in (0, 1) or null", lr)
-    for name, low, high in (("warmup_ratio", 0, 1), ("weight_decay", 0, 1), ("lora_dropout", 0, 1)):
+    for name, low, high in (("warmup_ratio", 0, 1), ("weight_decay", 0, 1)):
         value = getattr(cfg, name)
         _check(_is_number(value) and low <= value < high, name, f"a number in [{low}, {high})", value)
     _check(_is_number(cfg.dev_fraction) and 0 < cfg.dev_fraction < 1, "dev_fraction", "a number in (0, 1)",
            cfg.dev_fraction)
-    for name in ("peft_target_modules", "ia3_feedforward_modules"):
-        modules = getattr(cfg, name)
-        _check(modules is None or (isinstance(modules, (list, tuple)) and len(modules) > 0
-                                   and all(isinstance(t, str) and t for t in modules)),
-               name, "null or a non-empty list of module names", modules)
+    for option in OPTIONS.values():
+        _check(option.valid(getattr(cfg, option.name)), option.name, option.expected(), getattr(cfg, option.name))
     _check(isinstance(cfg.output_dir, str) and cfg.output_dir != "", "output_dir", "a non-empty path", cfg.output_dir)

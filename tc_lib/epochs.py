@@ -10,6 +10,7 @@ from typing import Any
 
 from .config import RunConfig
 from .evaluate import evaluate
+from .metrics import METRICS, SCORE_NAMES
 from .results import write_history
 
 logger = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ class Recorder:
         for split, data in self.epoch_sets.items():
             row[split] = self._evaluate(model, data)
         return {f"eval_{split}_{key}": row[split][key] for split in self.epoch_sets
-                for key in ("loss", "accuracy", "macro_f1")}
+                for key in SCORE_NAMES}
 
     def test_scores(self, model: Any, chosen: int) -> dict[str, Any]:
         """Test metrics of the model as restored to the chosen epoch: scored now, once, or read from the
@@ -105,6 +106,6 @@ def trainer_class(recorder: Recorder):
 
 def log_epoch(cfg: RunConfig, row: dict[str, Any]) -> None:
     loss = f"{row['train_loss']:.4f}" if row["train_loss"] is not None else "n/a"
-    scores = "".join(f" | {split} loss {row[split]['loss']:.4f} acc {row[split]['accuracy']:.4f} macro-F1 "
-                     f"{row[split]['macro_f1']:.4f}" for split in ("dev", "test") if split in row)
+    scores = "".join(f" | {split} " + " ".join(f"{m.name} {row[split][m.name]:{m.format}}" for m in METRICS)
+                     for split in ("dev", "test") if split in row)
     logger.info("epoch %d/%d | train loss %s%s", row["epoch"], cfg.epochs, loss, scores)

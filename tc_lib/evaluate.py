@@ -5,12 +5,12 @@ longest member; bench/eval_speed.py compares the two side by side (identical pre
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import numpy as np
 
 from .metrics import classification_metrics
+from .precision import autocast
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -24,13 +24,11 @@ def predict(model: Any, split: Any, *, collator: Any, batch_size: int, mixed_pre
     order = np.argsort(lengths, kind="stable")
     values = {c: split[c] for c in columns}  # python lists once: row access on an Arrow table is slow
     device = next(model.parameters()).device
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16 if mixed_precision == "bf16" else torch.float16)
-                if mixed_precision != "no" else contextlib.nullcontext())
     was_training = model.training
     model.eval()
     out: np.ndarray | None = None
     try:
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), autocast(mixed_precision, device.type):
             for start in range(0, len(order), batch_size):
                 index = order[start:start + batch_size]
                 batch = collator([{c: values[c][i] for c in columns} for i in index])

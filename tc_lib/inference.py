@@ -78,32 +78,46 @@ def _tokenizer(saved: SavedRun):
 
 
 def load_model(saved: SavedRun):
-    """The trained classifier in eval mode, labels named; LoRA / IA3 merged into the base."""
+    """The trained classifier in eval mode, labels named; LoRA / IA3 merged into the base (a prompt-learning
+    method such as prefix tuning cannot be merged: its peft model is returned)."""
     from .models import load_trained
 
     if saved.is_reference:
         raise TcError(f"{saved.run_dir}: a {saved.cfg.method} reference is a scikit-learn model, not a transformers "
                       "one; use tc_lib.predict")
     model = load_trained(saved.cfg, saved.weights, len(saved.label_names))
-    if get_method(saved.cfg.method).library == "peft":
+    if get_method(saved.cfg.method).library == "peft" and not _prompt_learning(model):
         model = _merged(model)
     id2label = dict(enumerate(saved.label_names))
     model.config.id2label, model.config.label2id = id2label, {v: k for k, v in id2label.items()}
     return model.eval()
 
 
-def _merged(model):
-    """The PEFT weights merged into the base, as a plain transformers model. The trained copies of the
-    modules peft trains whole (head, BERT's pooler) are put in place first: peft's IA3 unload assumes
-    every wrapped module is a Linear, and BERT's pooler is not."""
+def _prompt_learning(model) -> bool:
+    """A peft method that adds virtual tokens (prefix / prompt tuning) rather than changing weights."""
+    config = getattr(model, "peft_config", {}).get("default")  # merged models have none
+    return bool(getattr(config, "is_prompt_learning", False))
+
+
+def _head_in_place(model):
+    """The base model with the trained copies of the modules peft trains whole (head, BERT's pooler) put
+    in place of peft's wrappers."""
     from peft.utils import ModulesToSaveWrapper
 
-    inner = model.base_model.model
+    inner = model.base_model.model if not _prompt_learning(model) else model.base_model
     for name, module in list(inner.named_modules()):
         if isinstance(module, ModulesToSaveWrapper):
             parent, _, child = name.rpartition(".")
             trained = next(iter(module.modules_to_save.values()))
             setattr(inner.get_submodule(parent) if parent else inner, child, trained)
+    return inner
+
+
+def _merged(model):
+    """The PEFT weights merged into the base, as a plain transformers model. The trained copies of the
+    modules peft trains whole (head, BERT's pooler) are put in place first: peft's IA3 unload assumes
+    every wrapped module is a Linear, and BERT's pooler is not."""
+    _head_in_place(model)
     return model.merge_and_unload()
 
 
@@ -172,7 +186,15 @@ def export_model(run_dir: str | Path, *, to: str | Path) -> Path:
     if target.exists() and any(target.iterdir()):
         raise TcError(f"--to {target}: folder exists and is not empty; name a new folder")
     library = get_method(saved.cfg.method).library
-    if library == "adapters":
+    model = load_model(saved) if library != "adapters" else None
+    prompt = model is not None and library == "peft" and _prompt_learning(model)
+    if prompt:  # virtual tokens cannot be merged: the base with the trained head, plus the peft weights
+        how = ("Prefix / prompt tuning cannot be merged into the base: `from_pretrained` gives the base with the "
+               "trained head; attach the virtual tokens with peft:\n\n"
+               "```python\nfrom peft import PeftModel\nfrom transformers import AutoModelForSequenceClassification\n"
+               f"base = AutoModelForSequenceClassification.from_pretrained(\"{target}\")\n"
+               f"model = PeftModel.from_pretrained(base, \"{target}/adapter\")\n```")
+    elif library == "adapters":
         model = _head_only(saved)
         how = ("Bottleneck adapters cannot be merged into the base: `from_pretrained` gives the base with the "
                "trained head; attach the adapter with the `adapters` library:\n\n"
@@ -180,10 +202,12 @@ def export_model(run_dir: str | Path, *, to: str | Path) -> Path:
                f"model = AutoModelForSequenceClassification.from_pretrained(\"{target}\")\nadapters.init(model)\n"
                f"model.set_active_adapters(model.load_adapter(\"{target}/adapter\"))\n```")
     else:
-        model = load_model(saved)
         how = ("```python\nfrom transformers import pipeline\n"
                f"classify = pipeline(\"text-classification\", model=\"{target}\", top_k=None, truncation=True)\n```")
     target.mkdir(parents=True, exist_ok=True)
+    if prompt:
+        model.save_pretrained(str(target / "adapter"))
+        model = _head_in_place(model)
     model.save_pretrained(str(target))
     _tokenizer(saved).save_pretrained(str(target))
     if library == "adapters":

@@ -16,20 +16,29 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 from .errors import ConfigError
+from .options import Option
+from .precision import keep_trainables_fp32
 
 logger = logging.getLogger(__name__)
 
-# Every method option, with its default: RunConfig's fields and the memory estimator read these.
-OPTION_DEFAULTS: dict[str, Any] = {
-    "lora_r": 8,
-    "lora_alpha": 16,
-    "lora_dropout": 0.1,
-    "peft_target_modules": None,  # None -> the library's default modules for the architecture
-    "ia3_feedforward_modules": None,  # None -> peft's default (the FFN output projection)
-    "adapter_config": "seq_bn",
-    "adapter_reduction_factor": 16,
-}
 ADAPTER_CONFIGS = ("seq_bn", "double_seq_bn")
+# Every method option, typed (tc_lib.options.Option), in RunConfig's field order. A method lists the ones
+# it reads; RunConfig's fields, their checks, the notebook's documentation, the memory CLI's flags and
+# the report's method-settings column come from here.
+OPTIONS: dict[str, Option] = {o.name: o for o in (
+    Option("lora_r", "int", 8, "LoRA rank", short="r", low=1),
+    Option("lora_alpha", "int", 16, "LoRA scaling alpha (the update is scaled by alpha / r)", short="α", low=1),
+    Option("lora_dropout", "float", 0.1, "dropout on the LoRA input", short="dropout", low=0, below=1),
+    Option("peft_target_modules", "modules", None, "LoRA / IA3 target modules; None: the library's default for "
+           "the architecture", short="targets", flag="--peft-targets"),
+    Option("ia3_feedforward_modules", "modules", None, "IA3 modules scaled at their input; None: peft's default",
+           short="feedforward", flag="--ia3-feedforward"),
+    Option("adapter_config", "str", "seq_bn", "seq_bn (Pfeiffer) | double_seq_bn (Houlsby)", short="config",
+           choices=ADAPTER_CONFIGS),
+    Option("adapter_reduction_factor", "int", 16, "the adapter bottleneck is the hidden size divided by this",
+           short="reduction", low=1),
+)}
+OPTION_DEFAULTS: dict[str, Any] = {name: o.default for name, o in OPTIONS.items()}
 # Modules that make up the classification head (BERT's pooler feeds only the classifier).
 HEAD_MODULES = ("classifier", "score", "pooler")
 ADAPTER_NAME = "task"
@@ -48,8 +57,9 @@ class Method:
     library: str  # who applies, saves and reloads it: transformers | peft | adapters
     label: str  # how the report names it (中文 English)
     learning_rate: float  # default learning rate
-    options: tuple[str, ...]  # the OPTION_DEFAULTS keys that configure it
+    options: tuple[str, ...]  # the OPTIONS that configure it
     apply: Callable[[Any, Mapping[str, Any], str], Any]  # (model, options, task) -> model
+    estimable: bool = True  # whether the memory estimator models it (else it says so, naming the method)
 
 
 def is_head(param_name: str) -> bool:
@@ -200,47 +210,6 @@ def method_options(method: str, given: Mapping[str, Any] | None = None, *, stric
     return {**OPTION_DEFAULTS, **given}
 
 
-def _cast_to_weight(module: Any, args: tuple) -> tuple:
-    """Forward pre-hook: a half-precision input meets fp32 weights; autocast, when on, does this itself."""
-    import torch
-
-    first = next((a for a in args if isinstance(a, torch.Tensor) and a.is_floating_point()), None)
-    module._tc_input_dtype = None
-    if first is None or torch.is_autocast_enabled(first.device.type):
-        return args
-    dtype = next(p.dtype for p in module.parameters(recurse=False))
-    if first.dtype == dtype:
-        return args
-    module._tc_input_dtype = first.dtype
-    return tuple(a.to(dtype) if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
-
-
-def _cast_back(module: Any, args: tuple, output: Any) -> Any:
-    """Forward hook: hand the output back in the dtype the module received (the stream stays bf16)."""
-    dtype = getattr(module, "_tc_input_dtype", None)
-    return output.to(dtype) if dtype is not None else output
-
-
-def _keep_trainables_fp32(model: Any) -> None:
-    """Trainable PEFT parameters stay fp32 on a half-precision base (peft's default, for every method).
-
-    peft's LoRA/IA3 layers cast their inputs themselves; the plain layers we train (adapters' bottlenecks,
-    the head) get hooks that cast their input up and their output back, so training without autocast works.
-    """
-    import torch
-
-    for module in model.modules():
-        own = list(module.parameters(recurse=False))
-        if not own or not all(p.requires_grad for p in own):
-            continue
-        if any(p.dtype != torch.float32 for p in own):
-            for p in own:
-                p.data = p.data.float()
-        if isinstance(module, (torch.nn.Linear, torch.nn.LayerNorm)):
-            module.register_forward_pre_hook(_cast_to_weight)
-            module.register_forward_hook(_cast_back)
-
-
 def apply_method(model: Any, *, method: str, options: Mapping[str, Any] | None = None, task: str = "seq_cls") -> Any:
     """Apply `method` to a transformers model (the one place that does); returns the model to train.
     `task`: seq_cls (a classifier with a head) or causal_lm (the memory estimator's decoders)."""
@@ -249,7 +218,7 @@ def apply_method(model: Any, *, method: str, options: Mapping[str, Any] | None =
     entry = get_method(method)
     model = entry.apply(model, method_options(method, options), task)
     if entry.library != "transformers" and any(p.dtype != torch.float32 for p in model.parameters()):
-        _keep_trainables_fp32(model)
+        keep_trainables_fp32(model)
     return model
 
 

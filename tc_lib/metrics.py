@@ -1,12 +1,30 @@
-"""Classification metrics (scikit-learn) and the majority-class floor."""
+"""Classification metrics (scikit-learn), the one list of the scores every split gets (METRICS), and the
+majority-class floor."""
 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A score each scored split gets: the trainer's log, the runs table, the statistics, the report's
+    tables and the export all read this list, so a new metric is one entry (and its computation)."""
+
+    name: str
+    label: str  # bilingual, for the report
+    higher_is_better: bool
+    format: str = ".4f"
+
+
+METRICS = (Metric("loss", "损失 Loss", False), Metric("accuracy", "准确率 Accuracy", True),
+           Metric("micro_f1", "Micro-F1", True), Metric("macro_f1", "Macro-F1", True))
+SCORE_NAMES = tuple(m.name for m in METRICS)
+LABELS = {m.name: m.label for m in METRICS}
 
 
 def classification_metrics(*, labels: Sequence[int], predictions: Sequence[int], num_classes: int) -> dict:
@@ -15,6 +33,8 @@ def classification_metrics(*, labels: Sequence[int], predictions: Sequence[int],
     Classes absent from both labels and predictions get F1 0 (scikit-learn's zero_division=0) and
     still count in the macro average, so every run of a dataset averages over the same classes.
     """
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
     classes = list(range(num_classes))
     return {
         "accuracy": float(accuracy_score(labels, predictions)),

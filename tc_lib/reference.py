@@ -13,8 +13,8 @@ import numpy as np
 from .config import RunConfig
 from .data import data_root, get_dataset, label_names
 from .metrics import classification_metrics
-from .results import write_history
-from .splits import carve_splits
+from .results import Fit
+from .splits import carve_splits, describe_splits
 
 SEP = " [SEP] "  # joins aspect and sentence of the pair datasets; a token of its own for TF-IDF
 C = 10.0
@@ -42,14 +42,12 @@ def reference_splits(cfg: RunConfig) -> tuple[dict, list[str], int]:
     return splits, label_names(raw), len(raw["train"])
 
 
-def run_reference(cfg: RunConfig, run_dir: Path, record: dict[str, Any], started: float) -> None:
-    """Fit on the run's train split, score dev (if any) and test, fill `record` and write the history."""
-    from .train import describe_data
-
+def fit_reference(cfg: RunConfig, run_dir: Path, started: float) -> Fit:
+    """Fit on the run's train split, score dev (if any) and test."""
     splits, names, split_size = reference_splits(cfg)
-    describe_data(cfg, record, splits, names, split_size)
+    data = describe_splits(cfg, splits, names=names, train_split_size=split_size)
     model = _pipeline(cfg.seed, cfg.class_weights)
-    record["timing"]["setup_s"] = round(time.perf_counter() - started, 3)
+    setup_s = round(time.perf_counter() - started, 3)
     started = time.perf_counter()
     model.fit(list(splits["train"]["text"]), list(splits["train"]["labels"]))
     train_time = time.perf_counter() - started
@@ -59,16 +57,14 @@ def run_reference(cfg: RunConfig, run_dir: Path, record: dict[str, Any], started
         if split in splits:
             row[split] = _scores(model, splits[split], len(names))
     eval_time = time.perf_counter() - started
-    write_history(run_dir, [row])
     classifier = model[-1]
     n = int(classifier.coef_.size + classifier.intercept_.size)
-    record["params"] = {"total": n, "trainable": n, "trainable_no_head": 0}  # the whole model is its head
-    record["selection"]["chosen_epoch"] = 1
-    record["selection"]["score"] = row["dev"]["macro_f1"] if "dev" in row else None
-    record["metrics"] = row["test"]
-    record["timing"].update(train_time_s=round(train_time, 3), eval_time_s=round(eval_time, 3),
-                            train_samples_per_s=round(len(splits["train"]) / max(train_time, 1e-9), 3))
-    record["weights_dir"] = str(_save(model, run_dir / "weights")) if cfg.save_weights != "none" else None
+    return Fit(data=data, params={"total": n, "trainable": n, "trainable_no_head": 0},  # the model is its head
+               chosen_epoch=1, score=row["dev"]["macro_f1"] if "dev" in row else None, metrics=row["test"],
+               history=[row], timing=dict(setup_s=setup_s, train_time_s=round(train_time, 3),
+                                          eval_time_s=round(eval_time, 3),
+                                          train_samples_per_s=round(len(splits["train"]) / max(train_time, 1e-9), 3)),
+               weights_dir=str(_save(model, run_dir / "weights")) if cfg.save_weights != "none" else None)
 
 
 def _save(model, directory: Path) -> Path:

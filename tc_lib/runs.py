@@ -11,7 +11,8 @@ from typing import Any
 
 import pandas as pd
 
-from .config import DATA_SEED_FOLLOWS, LATER_FIELDS, arm_id_of, tuning_info
+from .metrics import SCORE_NAMES
+from .config import DATA_SEED_FOLLOWS, DEFAULT_OUTPUT_DIR, LATER_FIELDS, arm_id_of, tuning_info
 from .results import read_record
 
 @dataclass(frozen=True)
@@ -37,8 +38,7 @@ RUN_COLUMNS: dict[str, str] = {
     "dataset": "string", "method": "string",
     "seed": "Int64", "stage": "string", "trial": "Int64", "tuning": "object", "dev_score": "Float64",
     "epochs": "Int64", "learning_rate": "Float64", "selection": "string",
-    "chosen_epoch": "Int64", "loss": "Float64", "accuracy": "Float64", "micro_f1": "Float64",
-    "macro_f1": "Float64", "majority_accuracy": "Float64", "majority_macro_f1": "Float64",
+    "chosen_epoch": "Int64", **{name: "Float64" for name in SCORE_NAMES}, "majority_accuracy": "Float64", "majority_macro_f1": "Float64",
     "collapsed": "boolean", "params_total": "Int64", "params_trainable": "Int64",
     "params_trainable_no_head": "Int64", "wall_time_s": "Float64", "startup_s": "Float64", "setup_s": "Float64",
     "train_time_s": "Float64", "eval_time_s": "Float64",
@@ -80,8 +80,7 @@ def _row(run_dir: Path, rec: dict[str, Any]) -> dict[str, Any]:
         "method": cfg["method"], "seed": cfg["seed"], "stage": rec.get("stage", "final"), "trial": rec.get("trial"),
         "tuning": tuning_info(cfg) or None, "dev_score": rec["selection"].get("score"), "epochs": cfg["epochs"],
         "learning_rate": cfg["learning_rate"], "selection": rec["selection"]["rule"],
-        "chosen_epoch": rec["selection"]["chosen_epoch"], "loss": metrics.get("loss"),
-        "accuracy": metrics.get("accuracy"), "micro_f1": metrics.get("micro_f1"), "macro_f1": macro,
+        "chosen_epoch": rec["selection"]["chosen_epoch"], **{name: metrics.get(name) for name in SCORE_NAMES},
         "majority_accuracy": floor.get("accuracy"), "majority_macro_f1": floor_macro,
         "collapsed": None if macro is None or floor_macro is None else bool(macro <= floor_macro + 1e-9),
         "params_total": params.get("total"), "params_trainable": params.get("trainable"),
@@ -98,7 +97,7 @@ def _row(run_dir: Path, rec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def read_runs(root: str | Path = "outputs/runs", *, problems: list[Problem] | None = None) -> pd.DataFrame:
+def read_runs(root: str | Path = DEFAULT_OUTPUT_DIR, *, problems: list[Problem] | None = None) -> pd.DataFrame:
     """One row per run folder with a valid record (any status); columns and dtypes as RUN_COLUMNS.
     Folders whose record cannot be used are appended to `problems`, each with its file and reason."""
     records, found = scan_records(root)
@@ -122,8 +121,8 @@ def current_runs(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 HISTORY_COLUMNS: dict[str, str] = {
     "run_id": "string", "arm_id": "string", "model": "string", "dataset": "string", "method": "string",
-    "seed": "Int64", "epoch": "Int64", "split": "string", "train_loss": "Float64", "loss": "Float64",
-    "accuracy": "Float64", "micro_f1": "Float64", "macro_f1": "Float64",
+    "seed": "Int64", "epoch": "Int64", "split": "string", "train_loss": "Float64",
+    **{name: "Float64" for name in SCORE_NAMES},
 }
 
 
@@ -140,7 +139,7 @@ def _history_lines(path: Path) -> list[dict]:
     return out
 
 
-def read_history(root: str | Path = "outputs/runs", *, status: str | None = "success",
+def read_history(root: str | Path = DEFAULT_OUTPUT_DIR, *, status: str | None = "success",
                  problems: list[Problem] | None = None) -> pd.DataFrame:
     """Per-epoch evaluations of the runs (long format: one row per run, epoch and split). A history
     file that cannot be read is left out and appended to `problems` with its line."""
@@ -166,5 +165,5 @@ def read_history(root: str | Path = "outputs/runs", *, status: str | None = "suc
                                  "model": cfg["model"], "dataset": dataset,
                                  "method": cfg["method"], "seed": cfg["seed"], "epoch": epoch["epoch"],
                                  "split": split, "train_loss": epoch.get("train_loss"),
-                                 **{k: scores.get(k) for k in ("loss", "accuracy", "micro_f1", "macro_f1")}})
+                                 **{k: scores.get(k) for k in SCORE_NAMES}})
     return pd.DataFrame(rows, columns=list(HISTORY_COLUMNS)).astype(HISTORY_COLUMNS)

@@ -12,12 +12,10 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import Any, NamedTuple
 
 from .config import RunConfig
-from .data import data_root, files_for, get_dataset, label_names
+from .data import data_root, get_dataset, label_names
 from .device import check as check_device
 from .device import describe as describe_device
 from .device import memory_peaks
@@ -25,10 +23,10 @@ from .device import resolve as resolve_device
 from .errors import ConfigError, TcError
 from .epochs import Recorder, trainer_class
 from .methods import REFERENCES
-from .metrics import balanced_class_weights, majority_floor
+from .precision import trainer_flags
 from .models import build_model, load_tokenizer, save_weights
-from .splits import carve_splits
-from .results import RunResult, finish_run, process_age_s, start_run, unwritable, write_history
+from .splits import carve_splits, describe_splits
+from .results import Fit, RunResult, finish_run, process_age_s, record_fit, start_run, unwritable
 
 logger = logging.getLogger(__name__)
 
@@ -40,9 +38,19 @@ def _raw(model: str, datasets: tuple[str, ...], data_seed: int, root: str):
     return tokenizer, get_dataset(list(datasets), tokenizer.sep_token, root=Path(root), data_seed=data_seed)
 
 
-def prepare_splits(cfg: RunConfig):
-    """(tokenizer, {"train", "dev"?, "test"}, label names, full train size). Dev is carved from train,
-    never from test; only the examples a run uses are tokenized (no padding here)."""
+class Prepared(NamedTuple):
+    """What a run trains and scores on: the tokenizer, the tokenized splits, the label names and the size
+    of the whole train split (before dev was carved and the subsample drawn)."""
+
+    tokenizer: Any
+    splits: dict
+    label_names: list[str]
+    train_split_size: int
+
+
+def prepare_splits(cfg: RunConfig) -> Prepared:
+    """The run's splits ({"train", "dev"?, "test"}), tokenized. Dev is carved from train, never from test;
+    only the examples a run uses are tokenized (no padding here)."""
     import datasets as hf_datasets
 
     hf_datasets.disable_progress_bars()
@@ -52,21 +60,7 @@ def prepare_splits(cfg: RunConfig):
                           data_seed=cfg.effective_data_seed)
     tokenized = {name: split.map(lambda batch: tokenizer(batch["text"], truncation=True, max_length=cfg.max_seq_length),
                                  batched=True, remove_columns=["text"]) for name, split in splits.items()}
-    return tokenizer, tokenized, label_names(raw), len(raw["train"])
-
-
-def describe_data(cfg: RunConfig, record: dict[str, Any], splits: dict, names: list[str], split_size: int) -> None:
-    """The record's data section: sizes, the train label counts, the majority floor, the files and, with
-    class_weights: balanced, the weights the training loss (or logistic regression) gives each class."""
-    train_labels, test_labels = list(splits["train"]["labels"]), list(splits["test"]["labels"])
-    if cfg.class_weights == "balanced":
-        record["data"]["class_weights"] = balanced_class_weights(labels=train_labels, num_classes=len(names))
-    record["data"].update(label_names=names, train_size=len(train_labels), test_size=len(test_labels),
-                          train_split_size=split_size, data_seed=cfg.effective_data_seed,
-                          train_label_counts=np.bincount(train_labels, minlength=len(names)).tolist(),
-                          majority_floor=majority_floor(labels=test_labels, num_classes=len(names)),
-                          files={f.relpath: f.sha256 for f in files_for(cfg.datasets)})  # verified on load
-    record["selection"]["dev_size"] = len(splits["dev"]) if "dev" in splits else None
+    return Prepared(tokenizer, tokenized, label_names(raw), len(raw["train"]))
 
 
 def _interactive() -> bool:
@@ -81,7 +75,8 @@ def _check_reporter(cfg: RunConfig) -> None:
                           f"(pip install {cfg.report_to}); or report_to: none")
 
 
-def _training_args(cfg: RunConfig, output_dir: str, run_dir: Path, device: str):
+def training_arguments(cfg: RunConfig, *, output_dir: str, run_dir: Path, device: str):
+    """The Trainer's arguments for `cfg` (benchmarks build their Trainer with these too)."""
     from accelerate.state import AcceleratorState
     from transformers import TrainingArguments
 
@@ -97,7 +92,7 @@ def _training_args(cfg: RunConfig, output_dir: str, run_dir: Path, device: str):
         logging_strategy="epoch", save_strategy="no", disable_tqdm=not _interactive(),
         report_to=[] if cfg.report_to == "none" else [cfg.report_to], logging_dir=str(run_dir / "tensorboard"),
         label_names=["labels"],  # PeftModel hides `labels` from Trainer's signature check
-        use_cpu=device == "cpu", bf16=cfg.mixed_precision == "bf16", fp16=cfg.mixed_precision == "fp16",
+        use_cpu=device == "cpu", **trainer_flags(cfg.mixed_precision),
         dataloader_num_workers=0, group_by_length=cfg.group_by_length,
     )
 
@@ -120,20 +115,18 @@ def _loss_function(class_weights: list[float] | None):
     return weighted_cross_entropy
 
 
-def _run(cfg: RunConfig, run_dir: Path, record: dict[str, Any], started: float, device: str) -> None:
+def _fit(cfg: RunConfig, run_dir: Path, started: float, device: str) -> Fit:
     import torch
     from transformers import DataCollatorWithPadding, PrinterCallback, set_seed
 
     tokenizer, splits, names, split_size = prepare_splits(cfg)
     train = splits["train"]
-    describe_data(cfg, record, splits, names, split_size)
+    data = describe_splits(cfg, splits, names=names, train_split_size=split_size)
 
     set_seed(cfg.seed)  # before the model is built: the new head's initialisation depends on it
     model, counts = build_model(cfg, len(names), id2label=dict(enumerate(names)))
-    record["params"] = counts.to_dict()
-    peft_config = getattr(model, "peft_config", None)
-    if peft_config:
-        record["peft_target_modules"] = sorted(peft_config["default"].target_modules)
+    # the modules peft wrapped (prompt-learning methods such as prefix tuning wrap none)
+    targets = getattr(getattr(model, "peft_config", {}).get("default"), "target_modules", None)
 
     collator = DataCollatorWithPadding(tokenizer)
     recorder = Recorder(cfg, len(names), splits, collator)
@@ -141,34 +134,31 @@ def _run(cfg: RunConfig, run_dir: Path, record: dict[str, Any], started: float, 
         torch.cuda.reset_peak_memory_stats(0)
     with tempfile.TemporaryDirectory(prefix="tc_trainer_") as scratch:
         # eval_dataset only satisfies the Trainer's check: Recorder.evaluate_epoch decides what is scored
-        trainer = trainer_class(recorder)(model=model, args=_training_args(cfg, scratch, run_dir, device),
+        trainer = trainer_class(recorder)(model=model, args=training_arguments(cfg, output_dir=scratch, run_dir=run_dir, device=device),
                                           train_dataset=train, eval_dataset=splits["test"], data_collator=collator,
                                            callbacks=[recorder.callback(run_dir)],
-                                           compute_loss_func=_loss_function(record["data"].get("class_weights")))
+                                           compute_loss_func=_loss_function(data.class_weights))
         trainer.remove_callback(PrinterCallback)
         trainer.train()
 
+    score, chosen = None, cfg.epochs
     if cfg.selection == "dev":
         score, chosen, snapshot = recorder.best
         with torch.no_grad():
             for name, param in model.named_parameters():
                 if name in snapshot:
                     param.copy_(snapshot[name])
-        record["selection"]["score"] = score
-    else:
-        chosen = cfg.epochs
-    record["selection"]["chosen_epoch"] = chosen
-    record["metrics"] = recorder.test_scores(model, chosen)
-    write_history(run_dir, recorder.history)  # with the chosen epoch's test scores
+    metrics = recorder.test_scores(model, chosen)  # the history row of the chosen epoch gets them too
     tokens = int(sum(len(ids) for ids in train["input_ids"])) * cfg.epochs
-    record["timing"].update(setup_s=round(recorder.train_started - started, 3),
-                            train_time_s=round(recorder.train_time, 3), eval_time_s=round(recorder.eval_time, 3),
-                            train_samples_per_s=round(len(train) * cfg.epochs / recorder.train_time, 3),
-                            train_tokens_per_s=round(tokens / recorder.train_time, 3))
-    if device == "cuda":
-        record["memory"].update(memory_peaks())
+    timing = dict(setup_s=round(recorder.train_started - started, 3), train_time_s=round(recorder.train_time, 3),
+                  eval_time_s=round(recorder.eval_time, 3),
+                  train_samples_per_s=round(len(train) * cfg.epochs / recorder.train_time, 3),
+                  train_tokens_per_s=round(tokens / recorder.train_time, 3))
     weights = save_weights(model, cfg, run_dir / "weights")
-    record["weights_dir"] = str(weights) if weights else None
+    return Fit(data=data, params=counts.to_dict(), chosen_epoch=chosen, score=score, metrics=metrics,
+               history=recorder.history, timing=timing, memory=memory_peaks() if device == "cuda" else {},
+               peft_target_modules=sorted(targets) if targets else None,
+               weights_dir=str(weights) if weights else None)
 
 
 def train_and_evaluate(cfg: RunConfig) -> RunResult:
@@ -195,11 +185,12 @@ def train_and_evaluate(cfg: RunConfig) -> RunResult:
     started, age = time.perf_counter(), process_age_s()  # age: kernel start and imports, for a grid run
     try:
         if cfg.method in REFERENCES:
-            from .reference import run_reference
+            from .reference import fit_reference
 
-            run_reference(cfg, run_dir, record, started)
+            fit = fit_reference(cfg, run_dir, started)
         else:
-            _run(cfg, run_dir, record, started, device)
+            fit = _fit(cfg, run_dir, started, device)
+        record_fit(run_dir, record, fit)
         if age is not None:
             record["timing"]["startup_s"] = round(age + record["timing"]["setup_s"], 3)
         record["status"] = "success"

@@ -189,3 +189,33 @@ def memory_records(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("memory")
     write_records(out, models=("open_llama_3b", "llama-3.2-3b"), shapes=((1, 2048),), jobs=2)
     return out
+
+
+# ---------------------------------------------------------------- the tiers mean what they say
+
+# fixtures whose tests execute notebooks through papermill, whatever the test itself is marked
+NOTEBOOK_FIXTURES = {"fast_grid"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if NOTEBOOK_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.notebook)
+
+
+@pytest.fixture(autouse=True)
+def _unmarked_tests_execute_no_notebook(request):
+    """A test not marked `notebook` (the fast tier) must not run papermill: one that leaves an executed
+    notebook (papermill's metadata) in its tmp_path fails, naming the marker to add."""
+    watched = not request.node.get_closest_marker("notebook") and "tmp_path" in request.fixturenames
+    root = request.getfixturevalue("tmp_path") if watched else None  # set up inside this fixture: still there after
+    yield
+    if root is None:
+        return
+    for path in root.rglob("*.ipynb"):
+        try:
+            executed = "papermill" in json.loads(path.read_text()).get("metadata", {})
+        except (OSError, ValueError):
+            continue
+        if executed:
+            pytest.fail(f"{path.relative_to(root)} was executed by papermill: mark the test `notebook`")

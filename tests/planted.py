@@ -76,11 +76,9 @@ if str(cfg.seed) == os.environ.get("TC_TEST_DIE_AFTER_SUCCESS"):  # the kernel d
 def write_fast_notebook(path: Path, code: str = FAST_NOTEBOOK) -> Path:
     """A notebook with RunConfig's parameters cell that logs its executions and sleeps instead of training
     (or runs `code`)."""
-    import dataclasses
-
     import nbformat
 
-    params = "\n".join(f"{f.name} = {f.default!r}" for f in dataclasses.fields(RunConfig))
+    params = "\n".join(f"{name} = {default!r}" for name, default in RunConfig.notebook_defaults().items())
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(params, metadata={"tags": ["parameters"]}),
                                          nbformat.v4.new_code_cell(code)])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}

@@ -211,6 +211,7 @@ def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "tc_lib", *args], capture_output=True, text=True, timeout=120, cwd=cwd)
 
 
+@pytest.mark.slow
 def test_export_and_memory_validate_cli(tmp_path):
     plant_grid(tmp_path / "runs", {("minilm", "full"): [0.5, 0.6]}, **ACL)
     out = _cli("export", "--runs", str(tmp_path / "runs"), "--csv", str(tmp_path / "r.csv"))
@@ -225,6 +226,7 @@ def test_export_and_memory_validate_cli(tmp_path):
         assert out.returncode == 2 and len(lines) == 1 and pattern in lines[0], (args, out.stderr)
 
 
+@pytest.mark.notebook
 def test_an_empty_or_all_failed_folder_gives_a_report_and_a_table_that_say_so(tmp_path):
     from tc_lib.config import RunConfig
     from tc_lib.results import finish_run, new_record

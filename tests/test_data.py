@@ -223,6 +223,7 @@ def test_errors_cli(case, tmp_path):
     assert len(lines) == 1 and re.search(pattern, lines[0]) and "Traceback" not in out.stderr
 
 
+@pytest.mark.slow
 def test_checksum_mismatch_api_and_cli(real_data, tmp_path):
     shutil.copytree(real_data / "acl_arc", tmp_path / "acl_arc")
     with open(tmp_path / "acl_arc/test.jsonl", "a") as fh:
@@ -235,6 +236,7 @@ def test_checksum_mismatch_api_and_cli(real_data, tmp_path):
     assert out.returncode == 2 and "file is missing; run `python -m tc_lib data fetch`" in out.stderr
 
 
+@pytest.mark.slow
 def test_cli_info_json_and_table(real_data):
     out = _cli("data", "info", "acl_sup", "--root", str(real_data), "--json")
     rows = json.loads(out.stdout)

@@ -140,6 +140,7 @@ def test_auto_runs_on_a_gpu_and_on_a_cpu_are_two_arms_and_the_settings_say_which
     assert sorted(shown) == ["cpu", "cuda (NVIDIA H200)"]
 
 
+@pytest.mark.slow
 def test_the_estimator_says_what_training_refuses_for_pure_bf16_full_fine_tuning():
     import subprocess
     import sys

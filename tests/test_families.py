@@ -50,6 +50,7 @@ def test_roberta_head_is_trained_under_peft(tiny_family, synthetic_data, tmp_pat
         assert counts.trainable - counts.trainable_no_head == head, method
 
 
+@pytest.mark.notebook
 def test_train_notebook_on_a_roberta_shaped_model(tiny_family, real_data, tmp_path):
     import papermill as pm
 
@@ -63,6 +64,7 @@ def test_train_notebook_on_a_roberta_shaped_model(tiny_family, real_data, tmp_pa
     assert record["status"] == "success" and record["peft_target_modules"] == ["query", "value"]
 
 
+@pytest.mark.notebook
 def test_a_grid_mirroring_paper_yaml(tiny_family, real_data, tmp_path):
     """params/paper.yaml with the hub ids replaced by local tiny models of the same families, cut to one
     seed, one dataset and one epoch — every run of it succeeds through papermill."""
@@ -91,7 +93,6 @@ SHA = "0123456789abcdef0123456789abcdef01234567"
 def hub(tiny_family, tmp_path):
     """A stand-in for the Hugging Face hub on 127.0.0.1 (the client honours HF_ENDPOINT), serving the tiny
     RoBERTa as tiny-org/roberta; `files` can be edited to corrupt or remove one."""
-    import functools
     import hashlib
     import http.server
     import threading
@@ -153,6 +154,7 @@ def _tc(*args, env, timeout=300):
                           env={**os.environ, **env})
 
 
+@pytest.mark.slow
 def test_models_fetch_verifies_and_the_nodes_then_run_offline(hub, tmp_path):
     env, _, requested = hub
     out = _tc("models", "fetch", "tiny-org/roberta", env=env)
@@ -184,6 +186,7 @@ def test_models_fetch_verifies_and_the_nodes_then_run_offline(hub, tmp_path):
     assert record["status"] == "success" and record["config"]["model"] == "tiny-org/roberta"
 
 
+@pytest.mark.slow
 def test_models_fetch_refuses_a_corrupt_or_missing_file(hub, tmp_path):
     env, files, _ = hub
     files["model.safetensors"] = b"\0" * len(files["model.safetensors"])  # same size, not a safetensors file
@@ -196,6 +199,7 @@ def test_models_fetch_refuses_a_corrupt_or_missing_file(hub, tmp_path):
     assert out.returncode == 2 and len(lines) == 1 and "download into" in lines[0] and "failed" in lines[0], out.stderr
 
 
+@pytest.mark.slow
 def test_offline_fails_fast_and_names_the_id(tmp_path, real_data):
     import time
 

@@ -17,20 +17,26 @@ from tc_lib import cli, inference, train
 from tc_lib.best import best_run
 from tc_lib.config import RunConfig
 from tc_lib.errors import TcError
+from tc_lib.methods import METHODS
 from tc_lib.metrics import classification_metrics
 from tc_lib.reference import reference_splits
 
-LR = {"full": 2e-3, "lora": 5e-3, "ia3": 3e-2, "adapter": 1e-2, "tfidf_lr": None}
+# every method of the registry (the tiny task's rates where the default is too slow or unstable) and the reference
+LR = {**{name: {"full": 2e-3, "lora": 5e-3, "ia3": 3e-2, "adapter": 1e-2}.get(name, method.learning_rate)
+         for name, method in METHODS.items()}, "tfidf_lr": None}
 SENTENCES = ["food [SEP] honestly the food was delicious here .", "service [SEP] tonight the service was rude here .",
              "wine [SEP] we thought the wine was ordinary here ."]
-FRESH = """import json, sys
+FRESH = """import json, os, sys
 sys.modules["tc_lib"] = None  # the exported folder must load without tc_lib
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 out = {}
 for method, folder in json.loads(sys.argv[1]).items():
     model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
-    if method == "adapter":
+    if os.path.isfile(folder + "/adapter/adapter_model.safetensors"):  # peft weights that cannot be merged
+        from peft import PeftModel
+        model = PeftModel.from_pretrained(model, folder + "/adapter").eval()
+    elif os.path.isdir(folder + "/adapter"):  # the adapters library's bottlenecks
         import adapters
         adapters.init(model)
         model.set_active_adapters(model.load_adapter(folder + "/adapter"))
@@ -111,7 +117,7 @@ def test_export_model_loads_in_plain_transformers_with_the_same_logits(trained, 
     import torch
 
     folders, expected = {}, {}
-    for method in ("full", "lora", "ia3", "adapter"):
+    for method in METHODS:
         result, _ = trained[method]
         folders[method] = str(inference.export_model(result.run_dir, to=tmp_path / method))
         pipe = inference.load_run(result.run_dir)
@@ -149,8 +155,8 @@ def test_best_run_is_chosen_on_dev_and_never_on_test(trained, capsys):
     assert f"best of {len(LR)} arms on restaurant_sup by mean dev macro-F1" in captured.err
     assert row["run_dir"] in captured.err and json.loads(captured.out)[0]["text"] == SENTENCES[0]
     assert best_run(runs_dir, dataset="restaurant_sup", method="lora")["run_dir"] == str(trained["lora"][0].run_dir)
-    assert cli.main(["predict", "--best", str(runs_dir), "--dataset", "restaurant_sup", "--method", "prefix",
+    assert cli.main(["predict", "--best", str(runs_dir), "--dataset", "restaurant_sup", "--method", "nosuch",
                      "--text", "x"]) == 2
-    assert "methods there: adapter, full, ia3, lora, tfidf_lr" in capsys.readouterr().err
+    assert f"methods there: {', '.join(sorted(LR))}" in capsys.readouterr().err
     assert cli.main(["predict", "--best", str(runs_dir), "--dataset", "laptop_sup", "--text", "x"]) == 2
     assert "datasets there: restaurant_sup" in capsys.readouterr().err

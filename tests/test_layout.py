@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+import layout
+from tc_lib import methods
 from tc_lib.config import RunConfig
 from tc_lib.errors import ConfigError
 
@@ -30,10 +32,26 @@ def test_train_notebook_parameters_are_runconfig_fields_with_its_defaults():
     import papermill as pm
 
     params = pm.inspect_notebook(str(REPO / "notebooks" / "train.ipynb"))
-    fields = {f.name: f.default for f in dataclasses.fields(RunConfig)}
-    assert set(params) == set(fields)  # every field, so papermill never meets an unknown parameter
+    fields = RunConfig.notebook_defaults()  # every field but the method options, which come as one dict
+    assert set(params) == set(fields)  # so papermill never meets an unknown parameter
     for name, info in params.items():
         assert ast.literal_eval(info["default"]) == fields[name], name
+    options = {f.name for f in dataclasses.fields(RunConfig)} - set(fields)
+    assert options == set(methods.OPTIONS) and fields["method_options"] == {}
+
+
+def test_a_config_goes_through_the_notebook_parameters_unchanged():
+    cfg = RunConfig(method="lora", lora_r=4, peft_target_modules=("query",), seed=3, output_dir="/runs")
+    params = cfg.notebook_parameters()
+    assert params["method_options"] == {"lora_r": 4, "peft_target_modules": ["query"]} and "lora_r" not in params
+    assert RunConfig.from_namespace(params) == cfg
+    with pytest.raises(ConfigError, match=r"method_options: unknown option\(s\) lora_rank \(did you mean "
+                                          r"lora_rank -> lora_r\?\)"):
+        RunConfig.from_namespace({"method": "lora", "method_options": {"lora_rank": 4}})
+    with pytest.raises(ConfigError, match=r"lora_r also set as a variable of its own"):
+        RunConfig.from_namespace({"method": "lora", "lora_r": 2, "method_options": {"lora_r": 4}})
+    with pytest.raises(ConfigError, match=r"field 'lora_r': expected an integer >= 1, got 0"):
+        RunConfig.from_namespace({"method": "lora", "method_options": {"lora_r": 0}})
 
 
 def test_train_notebook_imports_nothing_from_the_grid():
@@ -59,47 +77,39 @@ def test_old_config_fields_name_their_replacement(old, new):
         RunConfig.from_dict({old: "bf16"}, source="params.yaml")
 
 
-def _imports(name: str, path: Path) -> set[str]:
-    """tc_lib modules that `name` imports (at any depth of the file: lazy imports count too)."""
-    package = name.rsplit(".", 1)[0] if path.name != "__init__.py" else name
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.level:
-            base = package.split(".")[:len(package.split(".")) - node.level + 1] if package != "__init__" else []
-            base = [b for b in base if b != "__init__"]
-            target = ".".join(base + ([node.module] if node.module else []))
-            for alias in node.names:
-                full = f"{target}.{alias.name}" if target else alias.name
-                found.add(full if full in modules() or f"{full}.__init__" in modules() else target)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("tc_lib."):
-            found.add(node.module[len("tc_lib."):])
-    known = modules()
-    return {m if m in known else f"{m}.__init__" for m in found if m and (m in known or f"{m}.__init__" in known)}
+def test_no_import_cycle_and_no_upward_import_against_the_floors_architecture_states():
+    floors = layout.read_floors((REPO / "ARCHITECTURE.md").read_text())
+    assert floors["tc_lib.report"] > floors["tc_lib.grid"] == floors["tc_lib.memory"] > 0
+    assert layout.problems(PACKAGE, floors) == []
+    graph = layout.imports(PACKAGE)  # the resolution sees relative imports of top-level modules
+    assert {"tc_lib.config", "tc_lib.results", "tc_lib.splits"} <= graph["tc_lib.train"]
+    assert "tc_lib.fonts" in graph["tc_lib.memory.answer"] and "tc_lib.grid.execute" in graph["tc_lib.report.render"]
 
 
-def test_no_import_cycle_and_no_upward_import():
-    graph = {name: _imports(name, path) - {name} for name, path in modules().items()}
-    # grid, report and memory may use the one-run core; the core never imports them or the CLI
-    core = {"config", "data", "sources", "methods", "models", "train", "metrics", "results", "runs", "errors"}
-    for name in core:
-        upward = {m for m in graph[name] if m.split(".")[0] in ("grid", "report", "memory", "cli")}
-        assert not upward, (name, upward)
-    assert not any(m == "cli" for deps in graph.values() for m in deps), "nothing imports the CLI"
-    state: dict[str, int] = {}
+def _plant(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
 
-    def visit(node: str, stack: list[str]) -> None:
-        state[node] = 1
-        for dep in graph.get(node, ()):
-            if dep.endswith("__init__") and dep.rsplit(".", 1)[0] == node.rsplit(".", 1)[0]:
-                continue  # a module of a package may use its package's public names
-            assert state.get(dep) != 1, f"import cycle: {' -> '.join(stack + [dep])}"
-            if dep not in state:
-                visit(dep, stack + [dep])
-        state[node] = 2
 
-    for name in graph:
-        if name not in state:
-            visit(name, [name])
+def test_the_layout_check_fails_on_a_planted_cycle_and_a_planted_upward_import(tmp_path):
+    floors = {"pkg.room": 1, "pkg.other": 1, "pkg.cli": 2}
+    clean = {"__init__.py": "", "core.py": "X = 1\n", "helper.py": "from .core import X\n",
+             "room/__init__.py": "from .part import Y\n", "room/part.py": "from ..core import X\nY = X\n",
+             "other/__init__.py": "", "cli.py": "from .room import part\nimport pkg.other\n"}
+    pkg = _plant(tmp_path / "clean" / "pkg", clean)
+    assert layout.problems(pkg, floors) == []
+    assert layout.imports(pkg)["pkg.cli"] == {"pkg.room.part", "pkg.other"}
+    # a cycle through a lazy import inside a function (the kind train <-> reference was)
+    cyclic = _plant(tmp_path / "cycle" / "pkg", {**clean, "core.py": "X = 1\ndef f():\n    from .helper import X\n"})
+    assert layout.problems(cyclic, floors) == ["import cycle: pkg.core -> pkg.helper -> pkg.core"]
+    # the core reaching up into a room, and one room reaching sideways into another
+    up = _plant(tmp_path / "up" / "pkg", {**clean, "helper.py": "from .core import X\nfrom .room.part import Y\n",
+                                          "other/__init__.py": "from ..room import Y\n"})
+    assert layout.problems(up, floors) == [
+        "upward import: pkg.helper (floor 0) imports pkg.room.part (floor 1)",
+        "upward import: pkg.other (floor 1) imports pkg.room (floor 1)"]
 
 
 def test_modules_are_small():

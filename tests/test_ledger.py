@@ -143,6 +143,7 @@ def test_bad_yaml_names_the_line(tmp_path):
         load_ledger(path)
 
 
+@pytest.mark.slow
 def test_peft_errors_are_pinned(memory_records):
     """The errors the estimator makes on peft's published runs; a change that moves them shows here."""
     from tc_lib.memory.records import read_records
@@ -162,6 +163,7 @@ def test_peft_errors_are_pinned(memory_records):
     assert lora["dominant"][0][0] == "W weights"  # the frozen bf16 base holds a LoRA step's steady state
 
 
+@pytest.mark.slow
 def test_cli_prints_every_entry(tmp_path):
     entries = [_planted(tmp_path, k) for k in MODELLED_KINDS]
     entries.append({**_planted(tmp_path, "reserved average"), "not_modelled": "planted reason"})

@@ -29,6 +29,7 @@ COUNTS = {  # model: (total, LoRA weights, head trained under LoRA)
 
 
 @pytest.mark.parametrize("model", list(COUNTS))
+@pytest.mark.slow
 def test_exact_parameter_counts(model):
     total, lora_weights, lora_head = COUNTS[model]
     full = memory.estimate(model, method="full", batch_size=1, seq_len=8, mixed_precision="no")
@@ -45,6 +46,7 @@ def test_mpnet_counts_with_eager_attention():
         memory.estimate("mpnet", method="full", seq_len=8, attention="sdpa")
 
 
+@pytest.mark.slow
 def test_state_arithmetic():
     b = memory.estimate("open_llama_3b", method="full", batch_size=1, seq_len=64, mixed_precision="bf16",
                         optimizer="adamw")
@@ -139,6 +141,7 @@ def _cli(*args):
     return subprocess.run([sys.executable, "-m", "tc_lib", "memory", *args], capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_answers_both_3b_models():
     for model in ("open_llama_3b", "llama-3.2-3b"):
         out = _cli("--model", model, "--method", "full", "--batch-size", "1", "--seq-len", "2048",
@@ -151,6 +154,7 @@ def test_cli_answers_both_3b_models():
     assert all(m in out.stdout.splitlines()[1] for m in ("full", "lora", "adapter"))
 
 
+@pytest.mark.slow
 def test_cli_bad_input(tmp_path):
     bad = tmp_path / "config.json"
     bad.write_text(json.dumps({"model_type": "llama", "hidden_size": 100, "num_attention_heads": 3,
@@ -194,6 +198,7 @@ FAMILIES = {  # shipped config: (hand-derived total, LoRA r=8 weights on the def
 
 
 @pytest.mark.parametrize("model", list(FAMILIES))
+@pytest.mark.slow
 def test_added_decoder_families_counted_exactly(model):
     total, lora = FAMILIES[model]
     full = memory.estimate(model, method="full", seq_len=8, mixed_precision="no")
@@ -207,6 +212,7 @@ def test_published_sizes_agree():
     assert FAMILIES["mistral-7b"][0] == 7_241_732_096
 
 
+@pytest.mark.slow
 def test_segments_add_up_to_the_peak_and_the_practitioners_row_is_its_own_replay():
     from tc_lib.memory import answer
 
@@ -233,6 +239,7 @@ def test_records_built_in_parallel_equal_the_serial_estimates(memory_records):
     assert len(data["validation"]) == 6 and all(abs(r["error %"]) < 0.1 for r in data["validation"])
 
 
+@pytest.mark.slow
 def test_cli_plot_has_one_bar_per_setting(tmp_path):
     out = _cli("--model", "open_llama_3b", "--compare", "--seq-len", "128", "--plot", str(tmp_path / "m.svg"))
     assert out.returncode == 0, out.stderr
@@ -240,6 +247,7 @@ def test_cli_plot_has_one_bar_per_setting(tmp_path):
     assert sorted(set(re.findall(r'id="bar-(\d+)-weights"', svg))) == ["0", "1", "2", "3"]  # full, lora, adapter, ia3
 
 
+@pytest.mark.slow
 def test_cli_refuses_what_it_cannot_model(tmp_path):
     small = {"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 2,
              "intermediate_size": 128, "vocab_size": 100, "tie_word_embeddings": False}

@@ -60,6 +60,7 @@ def test_ia3_trains_records_and_reloads_exactly(tiny_bert, synthetic_data, tmp_p
         rec["metrics"]["confusion_matrix"]
 
 
+@pytest.mark.slow
 def test_ia3_in_the_report(tiny_bert, synthetic_data, tmp_path, monkeypatch):
     from tc_lib.report import display
     from tc_lib.report.sections import Report
@@ -88,14 +89,14 @@ def test_one_set_of_defaults():
     """Training and the estimator take a method's options from the registry alone."""
     cfg = RunConfig(method="lora")
     assert cfg.method_options() == methods.OPTION_DEFAULTS
-    assert memory.Setup(method="lora").resolved_options == methods.OPTION_DEFAULTS
+    assert methods.method_options("lora", memory.Setup(method="lora").options) == methods.OPTION_DEFAULTS
     assert {name: m.learning_rate for name, m in methods.METHODS.items()} == \
         {name: RunConfig(method=name).learning_rate for name in methods.METHODS}
     with pytest.raises(ConfigError, match=r"option\(s\) adapter_config do not apply to method 'lora'"):
         memory.estimate("minilm", method="lora", seq_len=8, adapter_config="double_seq_bn")
 
 
-@pytest.mark.parametrize("method", ["full", "lora", "adapter", "ia3"])
+@pytest.mark.parametrize("method", list(methods.METHODS))
 @pytest.mark.parametrize("torch_dtype,mixed_precision", [("bfloat16", "no"), ("float32", "bf16"),
                                                          ("bfloat16", "bf16")])
 def test_every_precision_combination_trains_on_cpu(tiny_bert, synthetic_data, tmp_path, method, torch_dtype,
@@ -124,6 +125,7 @@ def test_fp16_autocast_needs_cuda(tiny_bert, synthetic_data, tmp_path):
     assert not cfg.run_dir.exists()  # refused before anything is written, like any config error
 
 
+@pytest.mark.slow
 def test_practitioners_lora_is_expressible_in_the_estimator():
     """bf16 base + fp32 LoRA + autocast: the frozen weights take 2 bytes, LoRA 4, and nothing is cast."""
     n, lora = 3_426_473_600, 26 * 8 * (6400 + 6400)

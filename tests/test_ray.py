@@ -21,7 +21,7 @@ import pytest
 from planted import events, free_port, records, wait_for, write_fast_grid
 from tc_lib.grid.lease import _pid_alive as alive
 
-pytestmark = pytest.mark.notebook
+pytestmark = [pytest.mark.ray, pytest.mark.notebook]
 ray = pytest.importorskip("ray")
 RAY = Path(sys.executable).with_name("ray")
 # one machine: every Ray process binds loopback, not the machine's network address

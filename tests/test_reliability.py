@@ -60,6 +60,7 @@ def one_line_error(out, pattern: str) -> None:
      "full (its options: none)"),
     ("defaults: {adapter_config: seq_bn}\naxes:\n  method: [lora]\n", "adapter_config does not apply to method lora"),
 ])
+@pytest.mark.slow
 def test_params_are_strict(tmp_path, text, pattern):
     grid = tmp_path / "grid.yaml"
     grid.write_text(text)
@@ -68,6 +69,7 @@ def test_params_are_strict(tmp_path, text, pattern):
     assert time.monotonic() - started < 60  # a 10^6-run grid is refused before it is expanded
 
 
+@pytest.mark.slow
 def test_params_read_merge_keys_and_yaml_1_2_floats(tmp_path):
     grid = tmp_path / "grid.yaml"
     grid.write_text(f"defaults: &common\n  learning_rate: 1e-4\n  epochs: 2\n  output_dir: {tmp_path / 'runs'}\n"
@@ -80,6 +82,7 @@ def test_params_read_merge_keys_and_yaml_1_2_floats(tmp_path):
     assert "2 runs (0 done)" in out.stdout, out.stderr
 
 
+@pytest.mark.slow
 def test_params_that_are_not_a_regular_file_or_too_big_are_refused_unread(tmp_path):
     fifo = tmp_path / "fifo.yaml"
     os.mkfifo(fifo)
@@ -101,6 +104,7 @@ def test_params_path_that_is_a_folder_or_not_utf8(tmp_path):
     one_line_error(cli("run", str(bad), "--dry-run"), "latin1.yaml line 2: not UTF-8 text")
 
 
+@pytest.mark.slow
 def test_dry_run_streams(tmp_path):
     grid = tmp_path / "grid.yaml"
     grid.write_text(f"defaults: {{output_dir: {tmp_path / 'runs'}}}\naxes:\n  seed: {list(range(30000))}\n")
@@ -526,6 +530,7 @@ def _hostile_files(tmp_path: Path) -> dict[str, Path]:
     (["status", "{grid}"], {"TC_LEASE_TIMEOUT_S": "abc"}, "TC_LEASE_TIMEOUT_S='abc': expected a number of seconds"),
     (["run", "{grid}", "--dry-run"], {"TC_LEASE_HEARTBEAT_S": "-1"}, "TC_LEASE_HEARTBEAT_S='-1': expected a number"),
 ])
+@pytest.mark.slow
 def test_hostile_input_is_one_line(tmp_path, args, env, pattern):
     files = _hostile_files(tmp_path)
     grid = tmp_path / "grid.yaml"

@@ -16,7 +16,7 @@ import pytest
 import slurm_cluster
 from planted import events, records, wait_for, write_fast_grid
 
-pytestmark = pytest.mark.notebook
+pytestmark = [pytest.mark.slurm, pytest.mark.notebook]
 
 
 @pytest.fixture(scope="module")

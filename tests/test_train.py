@@ -13,10 +13,14 @@ import torch
 
 from tc_lib import models, train
 from tc_lib.config import RunConfig
+from tc_lib.methods import METHODS
 from tc_lib.results import SCHEMA_VERSION
 from tc_lib.runs import read_history, read_runs
 
-PEFT_LR = {"full": 2e-3, "lora": 5e-3, "adapter": 1e-2}  # 5e-3 diverges for full, 1e-2 for LoRA, on some seeds or CPUs
+# the tiny task's rates (5e-3 diverges for full, 1e-2 for LoRA, on some seeds or CPUs); any other method of the
+# registry runs at its own default
+LR = {"full": 2e-3, "lora": 5e-3, "adapter": 1e-2, "ia3": 3e-2}
+PEFT_LR = {name: LR.get(name, method.learning_rate) for name, method in METHODS.items()}
 
 
 def tiny_cfg(tiny_bert, tmp_path, **overrides) -> RunConfig:
@@ -27,7 +31,7 @@ def tiny_cfg(tiny_bert, tmp_path, **overrides) -> RunConfig:
     return RunConfig(**values)
 
 
-@pytest.mark.parametrize("method", ["full", "lora", "adapter"])
+@pytest.mark.parametrize("method", list(METHODS))
 def test_each_method_learns_and_writes_a_record(tiny_bert, synthetic_data, tmp_path, method):
     # a random 64-wide base needs a wider bottleneck than the default 64/16 = 4 to learn in 3 epochs
     result = train.train_and_evaluate(tiny_cfg(tiny_bert, tmp_path, method=method, adapter_reduction_factor=2))
@@ -54,6 +58,7 @@ def test_each_method_learns_and_writes_a_record(tiny_bert, synthetic_data, tmp_p
         assert rec["environment"]["device"] == "cpu" and rec["memory"]["peak_cuda_reserved_mb"] is None
 
 
+@pytest.mark.slow
 def test_balanced_class_weights_weight_the_training_loss(tiny_bert, synthetic_data, tmp_path):
     from sklearn.utils.class_weight import compute_class_weight
 
@@ -97,6 +102,7 @@ def test_parameter_counts(tiny_bert, synthetic_data, tmp_path):
     assert adapter.trainable == adapter.trainable_no_head + pooler + classifier
 
 
+@pytest.mark.slow
 def test_deterministic_on_cpu(tiny_bert, synthetic_data, tmp_path):
     a = train.train_and_evaluate(tiny_cfg(tiny_bert, tmp_path / "a", method="lora", epochs=2))
     b = train.train_and_evaluate(tiny_cfg(tiny_bert, tmp_path / "b", method="lora", epochs=2))
@@ -148,6 +154,7 @@ def test_reload_logits_bitwise_equal_to_trained_model(tiny_bert, synthetic_data,
             assert torch.equal(model(**batch).logits, reloaded(**batch).logits), method
 
 
+@pytest.mark.slow
 def test_dev_selection_never_uses_test(tiny_bert, synthetic_data, tmp_path):
     result = train.train_and_evaluate(tiny_cfg(tiny_bert, tmp_path, method="full", selection="dev",
                                                dev_fraction=0.25, epochs=3))
@@ -196,6 +203,7 @@ def test_read_runs_typed(tiny_bert, synthetic_data, tmp_path):
     assert len(empty) == 0 and str(empty.dtypes["accuracy"]) == "Float64"
 
 
+@pytest.mark.slow
 def test_cli_train(tiny_bert, real_data, tmp_path):
     out = subprocess.run([sys.executable, "-m", "tc_lib", "train", "--model", tiny_bert, "--method", "lora",
                           "--dataset", "acl_sup", "--epochs", "1", "--max-train-samples", "64",
@@ -217,6 +225,7 @@ def test_cli_train(tiny_bert, real_data, tmp_path):
     (["--dataset", "imdb_sup"], "field 'dataset'"),
     (["--device", "gpu"], "argument --device: invalid choice"),
 ])
+@pytest.mark.slow
 def test_cli_train_bad_input(args, pattern, tmp_path):
     out = subprocess.run([sys.executable, "-m", "tc_lib", "train", "--output-dir", str(tmp_path), *args],
                          capture_output=True, text=True, timeout=300)

@@ -227,6 +227,7 @@ def test_seed_planner_matches_statsmodels_and_the_bootstrap_brackets_the_mean():
     assert stats.paired(a, b)["p_a_better"] == pytest.approx(2 / 3)
 
 
+@pytest.mark.slow
 def test_plan_seeds_answers_from_pilot_records(tmp_path):
     plant_grid(tmp_path, {("minilm", "full"): [0.60, 0.64, 0.62], ("minilm", "lora"): [0.58, 0.63, 0.57]})
     out = _cli("plan-seeds", str(tmp_path), "--delta", "0.01")

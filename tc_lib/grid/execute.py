@@ -38,10 +38,11 @@ class Interrupted(BaseException):
 
 
 @functools.cache
-def guarded_kernel_manager(launch_dir: str):
+def guarded_kernel_manager(launch_dir: str, env: tuple[tuple[str, str], ...] = ()):
     """A kernel manager whose kernels die with the process that started them, and whose pids we know.
     `launch_dir`: the caller's working directory (papermill moves into notebooks/ before the launch),
-    against which relative folder variables are made absolute for the kernel."""
+    against which relative folder variables are made absolute for the kernel; `env`: (name, value) pairs
+    added to the kernel's environment only (this process's stays as it is; pairs, so the class is cached)."""
     from jupyter_client.manager import AsyncKernelManager
 
     class GuardedKernelManager(AsyncKernelManager):
@@ -69,8 +70,7 @@ def guarded_kernel_manager(launch_dir: str):
             return [sys.executable, "-c", _DEATH_GUARD, str(os.getpid()), *cmd] if sys.platform == "linux" else cmd
 
         async def _async_launch_kernel(self, kernel_cmd, **kw):
-            if kw.get("env") is not None:
-                kw["env"] = absolute_path_variables(kw["env"], base=launch_dir)
+            kw["env"] = absolute_path_variables({**(kw.get("env") or os.environ), **dict(env)}, base=launch_dir)
             await super()._async_launch_kernel(kernel_cmd, **kw)
             process = getattr(self.provisioner, "process", None)
             if process is not None:
@@ -117,8 +117,10 @@ def is_done(cfg: RunConfig) -> bool:
     return bool(record and record["status"] == "success" and record["config_hash"] == cfg.config_hash)
 
 
-def execute(cfg: RunConfig, *, notebook: Path = TRAIN_NOTEBOOK, timeout_s: int | None = None) -> str | None:
-    """Run one config through papermill in a fresh kernel; the executed notebook is kept in the run folder.
+def execute(cfg: RunConfig, *, notebook: Path = TRAIN_NOTEBOOK, timeout_s: int | None = None,
+            kernel_env: dict[str, str] | None = None) -> str | None:
+    """Run one config through papermill in a fresh kernel (with `kernel_env` added to its environment);
+    the executed notebook is kept in the run folder.
 
     If the kernel dies before the notebook writes its record (killed, out of memory), the record still
     says `running`: it is marked failed here with the cause. A success record this attempt wrote is
@@ -130,9 +132,10 @@ def execute(cfg: RunConfig, *, notebook: Path = TRAIN_NOTEBOOK, timeout_s: int |
     run_dir.mkdir(parents=True, exist_ok=True)
     attempt_started = now()
     try:
-        pm.execute_notebook(str(notebook), str(run_dir / "train.ipynb"), parameters=cfg.to_dict(),
+        pm.execute_notebook(str(notebook), str(run_dir / "train.ipynb"), parameters=cfg.notebook_parameters(),
                             kernel_name="python3", progress_bar=False, cwd=str(notebook.parent), start_timeout=180,
-                            execution_timeout=timeout_s, kernel_manager_class=guarded_kernel_manager(os.getcwd()))
+                            execution_timeout=timeout_s,
+                            kernel_manager_class=guarded_kernel_manager(os.getcwd(), tuple(sorted((kernel_env or {}).items()))))
     except Exception as err:
         record = load_record(run_dir)
         if (record is not None and record["status"] == "success" and record["config_hash"] == cfg.config_hash
@@ -211,8 +214,9 @@ def run_one(cfg: RunConfig, *, notebook: Path = TRAIN_NOTEBOOK, executor: str = 
     try:
         if not force and is_done(cfg):  # another driver finished it between our check and our claim
             return RunOutcome(cfg.run_id, "skipped")
-        os.environ.update(TC_EXECUTOR=executor, TC_ATTEMPT=str(attempt))  # the kernel inherits them
-        warning = execute(cfg, notebook=notebook, timeout_s=timeout_s)
+        # the record's execution section reads them in the kernel
+        warning = execute(cfg, notebook=notebook, timeout_s=timeout_s,
+                          kernel_env={"TC_EXECUTOR": executor, "TC_ATTEMPT": str(attempt)})
         return RunOutcome(cfg.run_id, "success", warning)
     except (Interrupted, KeyboardInterrupt):  # SIGTERM to a local worker, ray.cancel in a Ray task
         kill_kernels()

@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-from ..config import RunConfig
+from ..config import DEFAULT_OUTPUT_DIR, RunConfig
 from ..errors import ConfigError
 
 GRID_KEYS = ("defaults", "axes", "overrides", "grids", "slurm", "tune")
@@ -207,8 +207,8 @@ def check_options(values: dict[str, Any], *, source: str) -> None:
 
 def iter_grid(path: str | Path, *, output_dir: str | None = None) -> Iterator[RunConfig]:
     """Expand a grid file into validated RunConfigs, one at a time (a dry run streams); errors name the
-    file and the key. A relative output_dir is resolved against the current directory, so the notebook
-    (run in notebooks/) writes where the caller expects."""
+    file and the key. A relative output_dir is resolved against the current directory (by RunConfig), so
+    the notebook (run in notebooks/) writes where the caller expects."""
     path = Path(path)
     spec = read_spec(path)
     overrides = _mapping(path, "overrides", spec.get("overrides"))
@@ -223,10 +223,10 @@ def iter_grid(path: str | Path, *, output_dir: str | None = None) -> Iterator[Ru
                 values.update(_mapping(path, f"overrides.{field}.{_key(values.get(field))}",
                                        table.get(_key(values.get(field)))))
             where = ", ".join(f"{k}={v}" for k, v in point.items())
-            folder = output_dir if output_dir is not None else values.get("output_dir", "outputs/runs")
+            folder = output_dir if output_dir is not None else values.get("output_dir", DEFAULT_OUTPUT_DIR)
             if not isinstance(folder, str) or not folder.strip():
                 raise ConfigError(f"{path} ({where}): field 'output_dir': expected a non-empty path, got {folder!r}")
-            values["output_dir"] = str(Path(folder).resolve())
+            values["output_dir"] = folder
             check_options(values, source=f"{path} ({where})")
             cfg = RunConfig.from_dict(values, source=f"{path} ({where})")
             if cfg.run_id not in seen:
@@ -238,7 +238,7 @@ def given_output_dirs(path: str | Path) -> set[str]:
     """The output folders a grid file names, as written (before resolving against the current directory)."""
     path = Path(path)
     return {str(folder) for _, base, axes in _grids(path, read_spec(path))
-            for folder in axes.get("output_dir", [base.get("output_dir", "outputs/runs")])}
+            for folder in axes.get("output_dir", [base.get("output_dir", DEFAULT_OUTPUT_DIR)])}
 
 
 def slurm_settings(path: str | Path) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..config import RunConfig
 from ..errors import ConfigError
+from ..methods import OPTIONS
 from ..tuned import TIE_RULE
 from .params import _grids, _mapping
 
@@ -20,8 +21,9 @@ DISTRIBUTIONS = ("log_uniform", "uniform")
 DEFAULT_PER = ("dataset", "model", "method")
 SIGNIFICANT = 3  # sampled values are rounded to 3 significant digits: readable, and a run id per value
 # fields a tuned grid may search: what the training of an encoder reads (never the seed, data or method)
-TUNABLE = ("learning_rate", "epochs", "train_batch_size", "warmup_ratio", "weight_decay", "lora_r", "lora_alpha",
-           "lora_dropout", "adapter_reduction_factor", "class_weights")
+# the numeric method options of the registry are tunable too (lora_r, lora_alpha, lora_dropout, ...)
+TUNABLE = ("learning_rate", "epochs", "train_batch_size", "warmup_ratio", "weight_decay", "class_weights",
+           *(o.name for o in OPTIONS.values() if o.kind in ("int", "float")))
 
 
 @dataclass(frozen=True)

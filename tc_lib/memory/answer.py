@@ -69,7 +69,7 @@ def stacked_bars(bars: Sequence[tuple[str, Breakdown]], *, title: str):
     """One stacked bar per (label, breakdown), parts in GiB; each bar's patches carry gid `bar-<i>`."""
     import matplotlib.pyplot as plt
 
-    from ..report.plots import setup_fonts
+    from ..fonts import setup_fonts
 
     setup_fonts()
     fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(bars) + 2), 4.2))

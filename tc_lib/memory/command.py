@@ -8,15 +8,11 @@ import sys
 import os
 
 from ..errors import ConfigError
-from ..methods import ADAPTER_CONFIGS, METHODS
+from ..methods import METHODS, OPTIONS
 from .configs import load_config, shipped_models
 from .estimate import GIB, Breakdown, accelerate_estimate, estimate
 from .setup import ATTENTIONS, MIXED_PRECISIONS, OPTIMIZERS, TORCH_DTYPES
 
-# CLI flag -> method option (tc_lib.methods.OPTION_DEFAULTS); only flags given are passed on
-OPTION_FLAGS = {"lora_r": "--lora-r", "lora_alpha": "--lora-alpha", "lora_dropout": "--lora-dropout",
-                "peft_target_modules": "--peft-targets", "ia3_feedforward_modules": "--ia3-feedforward",
-                "adapter_config": "--adapter-config", "adapter_reduction_factor": "--adapter-reduction-factor"}
 
 ROWS = (("weights", "W  weights"), ("gradients", "G  gradients"), ("optimizer_states", "O  optimizer states"),
         ("optimizer_temporaries", "T  optimizer-step temporaries"), ("autocast_copies", "C  autocast weight copies"),
@@ -103,7 +99,7 @@ def _cmd_memory(args) -> int:
     for key in ("batch_size", "seq_len"):
         if getattr(args, key) < 1:
             raise ConfigError(f"--{key.replace('_', '-')} must be a positive integer, got {getattr(args, key)}")
-    options = {key: getattr(args, key) for key in OPTION_FLAGS if getattr(args, key) is not None}
+    options = {key: getattr(args, key) for key in OPTIONS if getattr(args, key) is not None}  # the flags given
     setting = dict(batch_size=args.batch_size, seq_len=args.seq_len, torch_dtype=args.torch_dtype,
                    mixed_precision=args.mixed_precision, optimizer=args.optimizer, attention=args.attention,
                    gradient_checkpointing=args.gradient_checkpointing)
@@ -161,14 +157,9 @@ def register(sub) -> None:
                    help="adamw_fused is the HF Trainer's default (adamw_torch_fused); adamw is foreach")
     p.add_argument("--attention", choices=ATTENTIONS, default="sdpa")
     p.add_argument("--gradient-checkpointing", action="store_true")
-    p.add_argument("--lora-r", type=int)
-    p.add_argument("--lora-alpha", type=int)
-    p.add_argument("--lora-dropout", type=float)
-    p.add_argument("--peft-targets", nargs="+", dest="peft_target_modules",
-                   help="LoRA/IA3 module names (default: the library's, e.g. the q and v projections)")
-    p.add_argument("--ia3-feedforward", nargs="+", dest="ia3_feedforward_modules")
-    p.add_argument("--adapter-config", choices=ADAPTER_CONFIGS)
-    p.add_argument("--adapter-reduction-factor", type=int)
+    for option in OPTIONS.values():  # the method options, from the registry; only those given are passed on
+        kind = {"nargs": "+"} if option.kind == "modules" else {"type": {"int": int, "float": float, "str": str}[option.kind]}
+        p.add_argument(option.cli_flag, dest=option.name, choices=option.choices or None, help=option.help, **kind)
     p.add_argument("--online", action="store_true", help="look a hub id up on the Hugging Face hub")
     p.add_argument("--plot", metavar="FILE", help="also draw the breakdown as stacked bars (.png, .svg or .pdf)")
     p.add_argument("--compare", action="store_true", help="every method side by side")

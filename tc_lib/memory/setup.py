@@ -10,8 +10,7 @@ from ..errors import ConfigError
 from ..methods import METHODS, apply_method, method_options
 from .configs import is_causal
 
-TORCH_DTYPES = ("float32", "bfloat16")
-MIXED_PRECISIONS = ("no", "bf16", "fp16")
+from ..precision import MIXED_PRECISIONS, TORCH_DTYPES, autocast, torch_dtype
 OPTIMIZERS = ("adamw", "adamw_fused", "adamw_8bit", "sgd", "sgd_momentum")
 ATTENTIONS = ("sdpa", "eager")
 
@@ -36,7 +35,8 @@ class Setup:
     def __post_init__(self) -> None:
         from ..config import RunConfig
 
-        choices = {"method": tuple(METHODS), "torch_dtype": TORCH_DTYPES, "mixed_precision": MIXED_PRECISIONS,
+        choices = {"method": tuple(METHODS), "torch_dtype": tuple(TORCH_DTYPES),
+                   "mixed_precision": tuple(MIXED_PRECISIONS),
                    "optimizer": OPTIMIZERS, "attention": ATTENTIONS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -48,25 +48,15 @@ class Setup:
         method_options(self.method, self.options, strict=True)
         RunConfig(method=self.method, **self.options)  # the option values are validated as for training
 
-    @property
-    def resolved_options(self) -> dict[str, Any]:
-        return method_options(self.method, self.options)
-
 
 def autocast_context(setup: Setup, device: str = "cpu"):
-    import contextlib
-
-    import torch
-
-    if setup.mixed_precision == "no":
-        return contextlib.nullcontext()
-    return torch.autocast(device, dtype=torch.bfloat16 if setup.mixed_precision == "bf16" else torch.float16)
+    """Training's autocast for the setting (the one precision map)."""
+    return autocast(setup.mixed_precision, device)
 
 
 def build(config: Any, setup: Setup):
     """Build the model as training would (dtype, attention, method through the registry, checkpointing);
     call it inside FakeTensorMode for an estimate, outside for a measurement."""
-    import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     from ..methods import get_method
@@ -74,7 +64,7 @@ def build(config: Any, setup: Setup):
     config = config.__class__.from_dict(config.to_dict())  # private copy
     config._attn_implementation = setup.attention
     config.use_cache = False  # training keeps no KV cache (transformers would build one by default)
-    dtype = getattr(torch, setup.torch_dtype)
+    dtype = torch_dtype(setup.torch_dtype)
     if is_causal(config):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     else:

@@ -7,6 +7,7 @@ import math
 import sys
 from pathlib import Path
 
+from ..config import DEFAULT_OUTPUT_DIR
 from ..errors import TcError
 from . import plan_seeds
 from .render import build_report
@@ -54,7 +55,7 @@ def _cmd_export(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("report", help="execute notebooks/report.ipynb and export HTML (and PDF)")
-    p.add_argument("--runs", default="outputs/runs", help="folder of run records")
+    p.add_argument("--runs", default=DEFAULT_OUTPUT_DIR, help="folder of run records")
     p.add_argument("--out", default="outputs/report", help="where report.{ipynb,html,pdf} and results.{csv,xlsx} go")
     p.add_argument("--pdf", action="store_true", help="also print report.pdf with headless Chromium")
     p.add_argument("--params", action="append", default=[], metavar="FILE",
@@ -62,7 +63,7 @@ def register(sub) -> None:
     p.add_argument("--memory", default="outputs/memory", help="folder of `memory validate`'s memory.json")
     p.set_defaults(func=_cmd_report)
     e = sub.add_parser("export", help="the current runs as a tidy CSV and an XLSX (runs, arms, hand-in sheets)")
-    e.add_argument("--runs", default="outputs/runs", help="folder of run records")
+    e.add_argument("--runs", default=DEFAULT_OUTPUT_DIR, help="folder of run records")
     e.add_argument("--params", action="append", default=[], metavar="FILE",
                    help="only the runs of this grid file (repeatable)")
     e.add_argument("--csv", metavar="PATH", help="per-run table")

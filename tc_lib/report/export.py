@@ -11,10 +11,11 @@ import pandas as pd
 
 from .. import arms as arm_lib
 from ..runs import current_runs, read_runs
+from ..metrics import SCORE_NAMES
 from . import stats
 
 RUN_FIELDS = ["run_id", "arm_id", "dataset", "model", "method", "seed", "data_seed", "train_size", "epochs",
-              "learning_rate", "stage", "selection", "chosen_epoch", "dev_score", "loss", "accuracy", "micro_f1", "macro_f1",
+              "learning_rate", "stage", "selection", "chosen_epoch", "dev_score", *SCORE_NAMES,
               "majority_accuracy", "majority_macro_f1", "collapsed", "params_total", "params_trainable",
               "params_trainable_no_head", "wall_time_s", "train_time_s", "eval_time_s", "train_samples_per_s",
               "train_tokens_per_s", "peak_rss_mb", "peak_cuda_allocated_mb", "peak_cuda_reserved_mb", "device",

@@ -15,7 +15,7 @@ def show_run(run_dir: str | Path) -> None:
     """In train.ipynb: the run's final metrics and its per-epoch curves."""
     import matplotlib.pyplot as plt
 
-    from .plots import setup_fonts
+    from ..fonts import setup_fonts
 
     rec = load_record(Path(run_dir))
     if rec is None:

@@ -245,7 +245,7 @@ class Report:
     def tuning(self) -> None:
         tuning_section(self.all_runs)
 
-    def comparisons(self) -> pd.DataFrame:
+    def comparisons(self) -> None:
         tunings = self.runs["tuning"].dropna() if "tuning" in self.runs else []
         trials = sorted({int(t["trials"]) for t in tunings if t.get("trials")})
         tuned = (f"  \n各臂在开发集上以各 {' / '.join(map(str, trials))} 次试验调优。Arms tuned with "
@@ -267,7 +267,6 @@ class Report:
             md(f"未比较的臂对 Pairs not compared ({len(self.refused)}): 它们不只在一个因素上不同。They differ in more "
                "than the compared factor." + (f" (first {len(shown)} shown, {more} more)" if more else ""))
             table(shown.rename(columns={"reason": "原因 Reason"}))
-        return self.compared
 
     def conclusions(self) -> None:
         md("## 结论 · Conclusions (computed from the numbers above)")

@@ -9,7 +9,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-METRICS = ("loss", "accuracy", "micro_f1", "macro_f1")
+from ..metrics import SCORE_NAMES
+
+METRICS = SCORE_NAMES  # every score of metrics.METRICS
 CONFIDENCE = 0.95
 
 

@@ -7,10 +7,11 @@ import pandas as pd
 
 from ..arms import COMPANIONS, comparable, data_seed_rule, differing, fmt_value, method_settings
 from ..methods import METHODS, REFERENCES
+from ..metrics import LABELS
 from . import stats
 from .display import fmt, fmt_p
 
-METRIC_NAMES = {"loss": "损失 Loss", "accuracy": "准确率 Accuracy", "micro_f1": "Micro-F1", "macro_f1": "Macro-F1"}
+METRIC_NAMES = LABELS  # metrics.METRICS' bilingual labels
 # Settings every arm shows (besides the fields in which arms differ): what a reader needs to judge a number.
 SETTING_COLUMNS = {"epochs": "轮数 Epochs", "learning_rate": "学习率 LR", "train_batch_size": "批大小 Batch",
                    "max_seq_length": "最大长度 Max len", "selection": "选择 Selection"}
