@@ -8,12 +8,25 @@ import pytest
 
 from tc_lib.config import DEFAULT_LEARNING_RATE, RunConfig, arm_id_of
 from tc_lib.errors import ConfigError
+from tc_lib.methods import OPTIONS
+from tc_lib.options import Option
+
+def _invalid(option: Option):
+    """A value the registry's typed option refuses: below its floor, at its ceiling, off its list, empty."""
+    if option.kind == "modules":
+        return []
+    if option.choices:
+        return "nosuch"
+    if option.kind == "str":
+        return ""
+    return option.below if option.below is not None else option.low - 1
+
 
 INVALID = {
-    "model": "", "dataset": "movies_sup", "method": "prefix", "seed": -1, "epochs": 0, "learning_rate": 2.0,
+    "model": "", "dataset": "movies_sup", "method": "nosuch", "seed": -1, "epochs": 0, "learning_rate": 2.0,
     "train_batch_size": 0, "eval_batch_size": 1.5, "max_seq_length": 4, "warmup_ratio": 1.0,
-    "weight_decay": -0.1, "lora_r": 0, "lora_alpha": "16", "lora_dropout": 1.0, "peft_target_modules": [], "ia3_feedforward_modules": [""],
-    "adapter_config": "prefix_tuning", "adapter_reduction_factor": 0, "selection": "test", "dev_fraction": 0.0,
+    "weight_decay": -0.1, **{name: _invalid(option) for name, option in OPTIONS.items()},
+    "selection": "test", "dev_fraction": 0.0,
     "max_train_samples": 0, "data_seed": "x", "torch_dtype": "float16", "mixed_precision": "fp8", "save_weights": "some", "output_dir": "",
     "num_threads": 0, "group_by_length": "yes", "report_to": "wandb", "class_weights": "inverse", "device": "gpu", "allow_pure_bf16": "yes", "test_every_epoch": "yes", "max_dev_samples": 0, "tuning": "{\"stage\": \"later\"}",
 }
@@ -27,6 +40,10 @@ def test_every_invalid_field_is_named(field):
 
 def test_every_field_has_an_invalid_case():
     assert set(INVALID) == set(RunConfig.__dataclass_fields__)
+    # and the hand-picked ones the registry's checks must refuse as well
+    for field, value in (("lora_alpha", "16"), ("ia3_feedforward_modules", [""]), ("lora_dropout", -0.1)):
+        with pytest.raises(ConfigError, match=rf"field '{field}': expected"):
+            RunConfig(**{field: value})
 
 
 def test_booleans_are_not_integers_and_duplicates_rejected():

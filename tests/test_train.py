@@ -217,7 +217,7 @@ def test_cli_train(tiny_bert, real_data, tmp_path):
 
 
 @pytest.mark.parametrize("args,pattern", [
-    (["--method", "prefix"], "argument --method: invalid choice"),
+    (["--method", "nosuch"], "argument --method: invalid choice"),
     (["--method", "lora", "--set", "lora_r=-1"], "field 'lora_r': expected an integer >= 1"),
     (["--set", "epochz=3"], r"unknown field\(s\) epochz"),
     (["--set", "novalue"], "expected key=value"),
