@@ -13,6 +13,7 @@ from transformers import BertConfig, LlamaConfig, RobertaConfig
 
 from tc_lib import memory
 from tc_lib.errors import ConfigError
+from tc_lib.methods import METHODS
 
 # Hand-derived counts (total with a 3-class head where there is one; LoRA r=8 on the q and v
 # projections: L·r·(d_in + d_out) per module; the trainable head peft adds to LoRA on encoders — as in
@@ -244,7 +245,8 @@ def test_cli_plot_has_one_bar_per_setting(tmp_path):
     out = _cli("--model", "open_llama_3b", "--compare", "--seq-len", "128", "--plot", str(tmp_path / "m.svg"))
     assert out.returncode == 0, out.stderr
     svg = (tmp_path / "m.svg").read_text()
-    assert sorted(set(re.findall(r'id="bar-(\d+)-weights"', svg))) == ["0", "1", "2", "3"]  # full, lora, adapter, ia3
+    bars = sorted(set(re.findall(r'id="bar-(\d+)-weights"', svg)), key=int)
+    assert bars == [str(i) for i in range(len(METHODS))]  # one per method of the registry
 
 
 @pytest.mark.slow

@@ -58,7 +58,7 @@ def test_the_profiles_tune_every_encoder_arm_on_dev_with_one_budget(name, groups
     ("axis:\n  seed: [1]\n", r"unknown key\(s\) axis; expected defaults, axes, overrides, grids"),
     ("axes:\n  seed: 1\n", r"axes.seed must be a non-empty list"),
     ("axes:\n  sed: [1]\n", r"grid.yaml \(sed=1\): unknown field\(s\) sed"),
-    ("axes:\n  method: [full, prefix]\n", r"grid.yaml \(method=prefix\): field 'method': expected full \| lora"),
+    ("axes:\n  method: [full, nosuch]\n", r"grid.yaml \(method=nosuch\): field 'method': expected full \| lora"),
     ("defaults: [1]\n", r"'defaults' must be a mapping"),
 ])
 def test_grid_errors_name_file_and_key(tmp_path, text, pattern):
