@@ -37,6 +37,8 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
            choices=ADAPTER_CONFIGS),
     Option("adapter_reduction_factor", "int", 16, "the adapter bottleneck is the hidden size divided by this",
            short="reduction", low=1),
+    Option("prefix_virtual_tokens", "int", 20, "prefix tuning: virtual tokens whose keys and values every layer "
+           "attends to", short="tokens", low=1, added_later=True),
 )}
 OPTION_DEFAULTS: dict[str, Any] = {name: o.default for name, o in OPTIONS.items()}
 # Modules that make up the classification head (BERT's pooler feeds only the classifier).
@@ -165,6 +167,19 @@ def _apply_adapter(model: Any, options: Mapping[str, Any], task: str) -> Any:
     return model
 
 
+def _apply_prefix(model: Any, options: Mapping[str, Any], task: str) -> Any:
+    from peft import PrefixTuningConfig
+
+    # trained key/value prefixes in every layer (no reparametrisation MLP); the head (and BERT's pooler) beside them
+    if task == "seq_cls" and not _pooler_names(model):
+        raise ConfigError(f"method 'prefix' is not available for model type {model.config.model_type!r}: peft's "
+                          "prefix tuning for sequence classification feeds the classifier the backbone's pooled "
+                          "output, and this model has no pooler (RoBERTa); use a BERT-family model or another method")
+    return _get_peft_model(model, PrefixTuningConfig(task_type=_peft_task(task),
+                                                     num_virtual_tokens=options["prefix_virtual_tokens"],
+                                                     modules_to_save=_pooler_names(model) or None))
+
+
 PEFT_OPTIONS = ("peft_target_modules",)
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("full", "transformers", "全量微调 full", 5e-5, (), _apply_full),
@@ -175,6 +190,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            _apply_adapter),
     # IA3 learns scaling vectors (~0.07 % of MiniLM): 1e-2 chosen on dev (README: 1e-3 stays at the floor)
     Method("ia3", "peft", "IA³", 1e-2, (*PEFT_OPTIONS, "ia3_feedforward_modules"), _apply_ia3),
+    # prefix tuning learns a few thousand vectors: P-tuning v2's rates for it are 5e-3 to 1e-2
+    Method("prefix", "peft", "前缀微调 prefix", 1e-2, ("prefix_virtual_tokens",), _apply_prefix),
 )}
 
 
@@ -250,7 +267,9 @@ def load_trained_into(model: Any, *, method: str, directory: Path) -> Any:
         from peft import set_peft_model_state_dict
 
         result = set_peft_model_state_dict(model, load_file(str(directory / "adapter_model.safetensors")))
-        unexpected = list(result.unexpected_keys)
+        # a prompt-learning method's virtual tokens are loaded into its prompt encoder, beside the model's
+        # state dict, and still listed as unexpected by peft
+        unexpected = [k for k in result.unexpected_keys if k != "prompt_embeddings"]
     elif library == "adapters":
         state = torch.load(directory / "pytorch_adapter.bin", map_location="cpu", weights_only=True)
         state.update(load_file(str(directory / "head.safetensors")))
