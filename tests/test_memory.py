@@ -228,6 +228,7 @@ def test_segments_add_up_to_the_peak_and_the_practitioners_row_is_its_own_replay
     assert fp32["peak"] > 1.6 * lora["peak"]  # the fp32 base: frozen weights twice as large, plus their casts
 
 
+@pytest.mark.slow
 def test_records_built_in_parallel_equal_the_serial_estimates(memory_records):
     from tc_lib.memory import answer
     from tc_lib.memory.records import practice_rows, read_records
