@@ -56,8 +56,10 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(allow_abbrev=False)
     parser.add_argument("--runs", type=int, default=8)
+    parser.add_argument("--workdir", help="folder for the grids' runs (default: a new temporary folder)")
     args = parser.parse_args(argv)
-    root = Path(tempfile.mkdtemp(prefix="tc_bench_"))
+    root = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="tc_bench_"))
+    root.mkdir(parents=True, exist_ok=True)
     notebook = write_fast_notebook(root / "fast.ipynb")
     os.environ.update(TC_TEST_LOG=str(root / "log"), TC_TEST_SLEEP="0")
 

@@ -145,3 +145,17 @@ def test_a_bf16_run_does_not_leak_its_autocast_into_the_next(tiny_bert, syntheti
                                       max_train_samples=64))
     after = train.train_and_evaluate(tiny_cfg(tiny_bert, tmp_path / "c", **cfg)).metrics
     assert after == before  # bit for bit, as two runs of one config on the CPU are
+
+
+def test_the_methods_command_lists_every_method_and_option_of_the_registry(capsys):
+    from tc_lib import cli
+
+    assert cli.main(["methods"]) == 0
+    out = capsys.readouterr().out
+    for name, method in methods.METHODS.items():
+        assert re.search(rf"^{name}\s+{re.escape(method.label)} \({method.library}; default learning rate "
+                         rf"{method.learning_rate:g}\)$", out, re.M), name
+        for option in method.options:
+            spec = methods.OPTIONS[option]
+            assert f"    {option} = {spec.default!r}  # {spec.kind}, {spec.expected()}: {spec.help}" in out
+    assert "method_options = {NAME: VALUE}" in out
