@@ -134,10 +134,10 @@ def _fit(cfg: RunConfig, run_dir: Path, started: float, device: str) -> Fit:
         torch.cuda.reset_peak_memory_stats(0)
     with tempfile.TemporaryDirectory(prefix="tc_trainer_") as scratch:
         # eval_dataset only satisfies the Trainer's check: Recorder.evaluate_epoch decides what is scored
-        trainer = trainer_class(recorder)(model=model, args=training_arguments(cfg, output_dir=scratch, run_dir=run_dir, device=device),
-                                          train_dataset=train, eval_dataset=splits["test"], data_collator=collator,
-                                           callbacks=[recorder.callback(run_dir)],
-                                           compute_loss_func=_loss_function(data.class_weights))
+        args = training_arguments(cfg, output_dir=scratch, run_dir=run_dir, device=device)
+        trainer = trainer_class(recorder)(model=model, args=args, train_dataset=train, eval_dataset=splits["test"],
+                                          data_collator=collator, callbacks=[recorder.callback(run_dir)],
+                                          compute_loss_func=_loss_function(data.class_weights))
         trainer.remove_callback(PrinterCallback)
         trainer.train()
 
