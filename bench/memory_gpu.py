@@ -44,6 +44,7 @@ def measure_cuda(config: Any, setup: Any, *, steps: int = 3) -> dict[str, int]:
 
     from tc_lib import memory
     from tc_lib.memory.setup import make_optimizer
+    from tc_lib.precision import autocast
 
     torch.manual_seed(0)
     torch.cuda.empty_cache()
@@ -56,7 +57,7 @@ def measure_cuda(config: Any, setup: Any, *, steps: int = 3) -> dict[str, int]:
             if step == 1:  # step 1 creates the optimizer states: from step 2 on the steps look alike
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()
-            with memory.autocast_context(setup, device="cuda"):
+            with autocast(setup.mixed_precision, "cuda"):
                 loss = model(**batch).loss
             loss.backward()
             optimizer.step()

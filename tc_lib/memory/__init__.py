@@ -6,8 +6,8 @@ from __future__ import annotations
 from .configs import is_causal, load_config, shipped_models
 from .estimate import GIB, Breakdown, accelerate_estimate, estimate
 from .measure import PeakTracker, measure_peak
-from .setup import ATTENTIONS, MIXED_PRECISIONS, OPTIMIZERS, TORCH_DTYPES, Setup, autocast_context, build, make_batch
+from .setup import ATTENTIONS, MIXED_PRECISIONS, OPTIMIZERS, TORCH_DTYPES, Setup, build, make_batch
 
 __all__ = ["ATTENTIONS", "Breakdown", "GIB", "MIXED_PRECISIONS", "OPTIMIZERS", "PeakTracker", "Setup",
-           "TORCH_DTYPES", "accelerate_estimate", "autocast_context", "build", "estimate", "is_causal", "load_config",
+           "TORCH_DTYPES", "accelerate_estimate", "build", "estimate", "is_causal", "load_config",
            "make_batch", "measure_peak", "shipped_models"]

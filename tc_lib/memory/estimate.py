@@ -41,7 +41,8 @@ from typing import Any, Sequence
 
 from ..errors import ConfigError
 from .configs import is_causal, load_config
-from .setup import Setup, autocast_context, build, make_batch
+from ..precision import autocast as training_autocast
+from .setup import Setup, build, make_batch
 
 GIB = 1024 ** 3
 
@@ -204,7 +205,7 @@ def _simulate(model: Any, config: Any, setup: Setup) -> dict[str, Any]:
             saved[key] = (kind, t.untyped_storage().nbytes())
         return t
 
-    autocast = autocast_context(setup)
+    autocast = training_autocast(setup.mixed_precision, "cpu")  # the one precision map, as training
     with fake_mode:
         batch = make_batch(config, setup)
         for tensor in [*model.parameters(), *model.buffers(), *batch.values()]:

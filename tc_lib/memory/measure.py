@@ -5,7 +5,8 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
-from .setup import Setup, autocast_context, build, make_batch, make_optimizer
+from ..precision import autocast
+from .setup import Setup, build, make_batch, make_optimizer
 
 
 
@@ -76,7 +77,7 @@ def measure_peak(config: Any, setup: Setup, *, steps: int = 3, seed: int = 0) ->
         for step in range(steps):
             if step == 1:  # optimizer states now exist: from here on every step is alike
                 tracker.reset_peak()
-            with autocast_context(setup):
+            with autocast(setup.mixed_precision, "cpu"):
                 loss = model(**batch).loss
             loss.backward()
             optimizer.step()

@@ -10,7 +10,7 @@ from ..errors import ConfigError
 from ..methods import METHODS, apply_method, method_options
 from .configs import is_causal
 
-from ..precision import MIXED_PRECISIONS, TORCH_DTYPES, autocast, torch_dtype
+from ..precision import MIXED_PRECISIONS, TORCH_DTYPES, torch_dtype
 OPTIMIZERS = ("adamw", "adamw_fused", "adamw_8bit", "sgd", "sgd_momentum")
 ATTENTIONS = ("sdpa", "eager")
 
@@ -47,11 +47,6 @@ class Setup:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         method_options(self.method, self.options, strict=True)
         RunConfig(method=self.method, **self.options)  # the option values are validated as for training
-
-
-def autocast_context(setup: Setup, device: str = "cpu"):
-    """Training's autocast for the setting (the one precision map)."""
-    return autocast(setup.mixed_precision, device)
 
 
 def build(config: Any, setup: Setup):
