@@ -43,12 +43,12 @@ def main(argv: list[str] | None = None) -> int:
                             class_weights="balanced", max_seq_length=args.max_seq_length, save_weights="none",
                             max_dev_samples=args.max_dev_samples or None, test_every_epoch=every, output_dir=folder)
             result = train_and_evaluate(cfg)
-            timing = result.record["timing"]
-            shares[label] = timing["eval_time_s"] / timing["wall_time_s"]
-            dev = result.record["selection"]["dev_size"]
+            timing = result.record.timing
+            shares[label] = timing.eval_time_s / timing.wall_time_s
+            dev = result.record.selection.dev_size
             results[label] = result.metrics
-            print(f"{label:<20} eval {timing['eval_time_s']:7.2f} s of wall {timing['wall_time_s']:7.2f} s: "
-                  f"{shares[label]:.1%} (train {timing['train_time_s']:.2f} s; dev {dev}, test {result.record['data']['test_size']})")
+            print(f"{label:<20} eval {timing.eval_time_s:7.2f} s of wall {timing.wall_time_s:7.2f} s: "
+                  f"{shares[label]:.1%} (train {timing.train_time_s:.2f} s; dev {dev}, test {result.record.data.test_size})")
     same = results["a test once"] == results["b test every epoch"]
     print(f"torch threads {torch.get_num_threads()}; same test numbers: {same}; target: (a) <= {TARGET:.0%} of wall")
     return 0 if same and shares["a test once"] <= TARGET else 1

@@ -26,7 +26,7 @@ def bench_tc_lib(cfg):
     from tc_lib.train import train_and_evaluate
 
     rec = train_and_evaluate(cfg).record
-    return rec["timing"]["train_samples_per_s"], rec["metrics"]["macro_f1"]
+    return rec.timing.train_samples_per_s, rec.metrics["macro_f1"]
 
 
 def bench_padded_trainer(cfg, splits, tokenizer, num_labels: int):

@@ -14,9 +14,9 @@ __version__ = "0.1.0"
 _LAZY = {
     "Breakdown": "memory", "METHODS": "methods", "Report": "report.sections", "RunConfig": "config",
     "RunResult": "results", "apply_method": "methods", "build_model": "models", "dataset_info": "data",
-    "best_run": "best", "estimate": "memory", "export_model": "inference", "get_dataset": "data",
-    "load_grid": "grid", "load_run": "inference", "predict": "inference", "read_history": "runs",
-    "read_runs": "runs", "run_grid": "grid", "train_and_evaluate": "train",
+    "best_run": "report.best", "estimate": "memory", "export_model": "inference", "get_dataset": "data",
+    "load_grid": "grid", "load_run": "inference", "predict": "inference", "read_history": "report.runs",
+    "read_runs": "report.runs", "run_grid": "grid", "train_and_evaluate": "train",
 }
 __all__ = sorted(["ConfigError", "DataError", "TcError", *_LAZY])
 

@@ -17,6 +17,7 @@ from .config import LATER_FIELDS, RunConfig
 from .errors import ConfigError, TcError
 from .methods import REFERENCES, get_method
 from .reference import REFERENCE_FILE, SEP
+from .record import RunRecord
 from .results import read_record
 
 PAIR_MARKER = SEP.strip()  # how a user writes aspect and sentence in one text (the TF-IDF reference's own SEP)
@@ -32,7 +33,7 @@ class SavedRun:
     """What a run folder holds for inference."""
 
     run_dir: Path
-    record: dict[str, Any]
+    record: RunRecord
     cfg: RunConfig
     label_names: list[str]
     weights: Path
@@ -57,11 +58,11 @@ def open_run(run_dir: str | Path) -> SavedRun:
     record, reason = read_record(run_dir)
     if reason:
         raise TcError(f"{run_dir}/metrics.json: {reason}")
-    if record["status"] != "success":
-        raise TcError(f"{run_dir}: the run's status is {record['status']!r}, not success; nothing to predict with")
-    cfg = RunConfig.from_dict({**LATER_FIELDS, **record["config"]}, source=f"{run_dir}/metrics.json config")
-    names = (record.get("data") or {}).get("label_names")
-    if not isinstance(names, list) or not names:
+    if record.status != "success":
+        raise TcError(f"{run_dir}: the run's status is {record.status!r}, not success; nothing to predict with")
+    cfg = RunConfig.from_dict({**LATER_FIELDS, **record.config}, source=f"{run_dir}/metrics.json config")
+    names = record.data.label_names
+    if not names:
         raise TcError(f"{run_dir}/metrics.json: data.label_names missing; the run cannot name its labels")
     weights = run_dir / "weights"
     if not weights.is_dir():
@@ -212,7 +213,7 @@ def export_model(run_dir: str | Path, *, to: str | Path) -> Path:
     _tokenizer(saved).save_pretrained(str(target))
     if library == "adapters":
         shutil.copytree(saved.weights, target / "adapter", ignore=shutil.ignore_patterns("head.safetensors"))
-    (target / "README.md").write_text(EXPORT_README.format(run_id=saved.record["run_id"], run_dir=saved.run_dir,
+    (target / "README.md").write_text(EXPORT_README.format(run_id=saved.record.run_id, run_dir=saved.run_dir,
                                                            model=saved.cfg.model, method=saved.cfg.method, how=how),
                                       encoding="utf-8")
     return target

@@ -68,7 +68,7 @@ def _print_csv(rows: list[dict]) -> None:
 
 
 def _chosen_run(args) -> Path:
-    from .best import best_run, plural
+    from .report.best import best_run, plural
 
     if args.best is None:
         if args.run_dir is None:

@@ -1,6 +1,6 @@
 """The classical reference as runs: TF-IDF (uni+bigrams, sublinear tf) + logistic regression (C=10),
 method `tfidf_lr`, model `tfidf`. It trains on exactly the examples an encoder run with the same data
-settings trains on (splits.carve_splits), honours seed and subsample, and writes the same record."""
+settings trains on (splits.run_splits), honours seed and subsample, and returns the same Fit."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ import numpy as np
 from .config import RunConfig
 from .data import data_root, get_dataset, label_names
 from .metrics import classification_metrics
+from .record import Timing
 from .results import Fit
-from .splits import carve_splits, describe_splits
+from .splits import describe_splits, run_splits
 
 SEP = " [SEP] "  # joins aspect and sentence of the pair datasets; a token of its own for TF-IDF
 C = 10.0
@@ -36,16 +37,14 @@ def reference_splits(cfg: RunConfig) -> tuple[dict, list[str], int]:
     """({"train", "dev"?, "test"} as raw text, label names, full train size): an encoder run with the
     same data settings trains on exactly these examples."""
     raw = get_dataset(list(cfg.datasets), SEP, root=data_root(), data_seed=cfg.effective_data_seed)
-    splits = carve_splits(raw, selection=cfg.selection, dev_fraction=cfg.dev_fraction,
-                          max_dev_samples=cfg.max_dev_samples, max_train_samples=cfg.max_train_samples,
-                          data_seed=cfg.effective_data_seed)
+    splits = run_splits(cfg, raw)
     return splits, label_names(raw), len(raw["train"])
 
 
 def fit_reference(cfg: RunConfig, run_dir: Path, started: float) -> Fit:
     """Fit on the run's train split, score dev (if any) and test."""
     splits, names, split_size = reference_splits(cfg)
-    data = describe_splits(cfg, splits, names=names, train_split_size=split_size)
+    data, dev_size = describe_splits(cfg, splits, names=names, train_split_size=split_size)
     model = _pipeline(cfg.seed, cfg.class_weights)
     setup_s = round(time.perf_counter() - started, 3)
     started = time.perf_counter()
@@ -59,11 +58,11 @@ def fit_reference(cfg: RunConfig, run_dir: Path, started: float) -> Fit:
     eval_time = time.perf_counter() - started
     classifier = model[-1]
     n = int(classifier.coef_.size + classifier.intercept_.size)
-    return Fit(data=data, params={"total": n, "trainable": n, "trainable_no_head": 0},  # the model is its head
+    return Fit(data=data, dev_size=dev_size, params={"total": n, "trainable": n, "trainable_no_head": 0},  # the model is its head
                chosen_epoch=1, score=row["dev"]["macro_f1"] if "dev" in row else None, metrics=row["test"],
-               history=[row], timing=dict(setup_s=setup_s, train_time_s=round(train_time, 3),
-                                          eval_time_s=round(eval_time, 3),
-                                          train_samples_per_s=round(len(splits["train"]) / max(train_time, 1e-9), 3)),
+               history=[row], timing=Timing(setup_s=setup_s, train_time_s=round(train_time, 3),
+                                            eval_time_s=round(eval_time, 3),
+                                            train_samples_per_s=round(len(splits["train"]) / max(train_time, 1e-9), 3)),
                weights_dir=str(_save(model, run_dir / "weights")) if cfg.save_weights != "none" else None)
 
 

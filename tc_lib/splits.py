@@ -1,53 +1,38 @@
 """The splits one run uses: dev carved from train (never from test), a dev cap, the training subsample;
-and what the record says of them (`DataInfo`)."""
+and what the record says of them (`record.DataInfo`)."""
 
 from __future__ import annotations
-
-import dataclasses
-from typing import Any
 
 import numpy as np
 
 from .config import RunConfig
 from .data import files_for
 from .metrics import balanced_class_weights, majority_floor
+from .record import DataInfo
 
 
-@dataclasses.dataclass(frozen=True)
-class DataInfo:
-    """The record's `data` section (and the dev size its `selection` names) for the splits a run used."""
-
-    label_names: list[str]
-    train_size: int
-    test_size: int
-    dev_size: int | None
-    train_split_size: int
-    data_seed: int
-    train_label_counts: list[int]
-    majority_floor: dict[str, float]
-    files: dict[str, str]
-    class_weights: list[float] | None = None
-
-    def to_record(self) -> dict[str, Any]:
-        """The `data` section: every field but dev_size (recorded under `selection`); class_weights only when set."""
-        section = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "dev_size"}
-        if self.class_weights is None:
-            del section["class_weights"]
-        return section
-
-
-def describe_splits(cfg: RunConfig, splits: dict, *, names: list[str], train_split_size: int) -> DataInfo:
-    """Sizes, the train label counts, the majority floor on test, the files (verified on load) and, with
+def describe_splits(cfg: RunConfig, splits: dict, *, names: list[str],
+                    train_split_size: int) -> tuple[DataInfo, int | None]:
+    """(the record's data section, the dev size its selection names). Sizes, the train label counts, the majority floor on test, the files (verified on load) and, with
     class_weights: balanced, the weights the training loss (or logistic regression) gives each class."""
     train_labels, test_labels = list(splits["train"]["labels"]), list(splits["test"]["labels"])
     weights = (balanced_class_weights(labels=train_labels, num_classes=len(names))
                if cfg.class_weights == "balanced" else None)
-    return DataInfo(label_names=list(names), train_size=len(train_labels), test_size=len(test_labels),
-                    dev_size=len(splits["dev"]) if "dev" in splits else None, train_split_size=train_split_size,
+    data = DataInfo(label_names=list(names), train_size=len(train_labels), test_size=len(test_labels),
+                    train_split_size=train_split_size,
                     data_seed=cfg.effective_data_seed,
                     train_label_counts=np.bincount(train_labels, minlength=len(names)).tolist(),
                     majority_floor=majority_floor(labels=test_labels, num_classes=len(names)),
                     files={f.relpath: f.sha256 for f in files_for(cfg.datasets)}, class_weights=weights)
+    return data, len(splits["dev"]) if "dev" in splits else None
+
+
+def run_splits(cfg: RunConfig, dataset) -> dict:
+    """carve_splits with the run's data settings: an encoder and the TF-IDF reference with the same
+    settings get the same examples."""
+    return carve_splits(dataset, selection=cfg.selection, dev_fraction=cfg.dev_fraction,
+                        max_dev_samples=cfg.max_dev_samples, max_train_samples=cfg.max_train_samples,
+                        data_seed=cfg.effective_data_seed)
 
 
 def carve_splits(dataset, *, selection: str, dev_fraction: float, max_train_samples: int | None,

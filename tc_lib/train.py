@@ -25,7 +25,8 @@ from .epochs import Recorder, trainer_class
 from .methods import REFERENCES
 from .precision import trainer_flags
 from .models import build_model, load_tokenizer, save_weights
-from .splits import carve_splits, describe_splits
+from .splits import describe_splits, run_splits
+from .record import ErrorInfo, Memory, Timing
 from .results import Fit, RunResult, finish_run, process_age_s, record_fit, start_run, unwritable
 
 logger = logging.getLogger(__name__)
@@ -55,9 +56,7 @@ def prepare_splits(cfg: RunConfig) -> Prepared:
 
     hf_datasets.disable_progress_bars()
     tokenizer, raw = _raw(cfg.model, cfg.datasets, cfg.effective_data_seed, str(data_root()))
-    splits = carve_splits(raw, selection=cfg.selection, dev_fraction=cfg.dev_fraction,
-                          max_dev_samples=cfg.max_dev_samples, max_train_samples=cfg.max_train_samples,
-                          data_seed=cfg.effective_data_seed)
+    splits = run_splits(cfg, raw)
     tokenized = {name: split.map(lambda batch: tokenizer(batch["text"], truncation=True, max_length=cfg.max_seq_length),
                                  batched=True, remove_columns=["text"]) for name, split in splits.items()}
     return Prepared(tokenizer, tokenized, label_names(raw), len(raw["train"]))
@@ -121,7 +120,7 @@ def _fit(cfg: RunConfig, run_dir: Path, started: float, device: str) -> Fit:
 
     tokenizer, splits, names, split_size = prepare_splits(cfg)
     train = splits["train"]
-    data = describe_splits(cfg, splits, names=names, train_split_size=split_size)
+    data, dev_size = describe_splits(cfg, splits, names=names, train_split_size=split_size)
 
     set_seed(cfg.seed)  # before the model is built: the new head's initialisation depends on it
     model, counts = build_model(cfg, len(names), id2label=dict(enumerate(names)))
@@ -150,13 +149,14 @@ def _fit(cfg: RunConfig, run_dir: Path, started: float, device: str) -> Fit:
                     param.copy_(snapshot[name])
     metrics = recorder.test_scores(model, chosen)  # the history row of the chosen epoch gets them too
     tokens = int(sum(len(ids) for ids in train["input_ids"])) * cfg.epochs
-    timing = dict(setup_s=round(recorder.train_started - started, 3), train_time_s=round(recorder.train_time, 3),
-                  eval_time_s=round(recorder.eval_time, 3),
-                  train_samples_per_s=round(len(train) * cfg.epochs / recorder.train_time, 3),
-                  train_tokens_per_s=round(tokens / recorder.train_time, 3))
+    timing = Timing(setup_s=round(recorder.train_started - started, 3), train_time_s=round(recorder.train_time, 3),
+                    eval_time_s=round(recorder.eval_time, 3),
+                    train_samples_per_s=round(len(train) * cfg.epochs / recorder.train_time, 3),
+                    train_tokens_per_s=round(tokens / recorder.train_time, 3))
     weights = save_weights(model, cfg, run_dir / "weights")
-    return Fit(data=data, params=counts.to_dict(), chosen_epoch=chosen, score=score, metrics=metrics,
-               history=recorder.history, timing=timing, memory=memory_peaks() if device == "cuda" else {},
+    return Fit(data=data, dev_size=dev_size, params=counts.to_dict(), chosen_epoch=chosen, score=score,
+               metrics=metrics, history=recorder.history, timing=timing,
+               memory=Memory(**memory_peaks()) if device == "cuda" else Memory(),
                peft_target_modules=sorted(targets) if targets else None,
                weights_dir=str(weights) if weights else None)
 
@@ -180,8 +180,9 @@ def train_and_evaluate(cfg: RunConfig) -> RunResult:
         run_dir, record = start_run(cfg)
     except OSError as err:  # nothing was written: say where, and do not point at a record
         raise TcError(unwritable(cfg.run_dir, err)) from None
-    record["device"] = describe_device(device, cfg.device)
-    record["environment"].update(device=device, gpu_name=record["device"]["name"] if device == "cuda" else None)
+    record.device = describe_device(device, cfg.device)
+    record.environment.device = device
+    record.environment.gpu_name = record.device["name"] if device == "cuda" else None
     started, age = time.perf_counter(), process_age_s()  # age: kernel start and imports, for a grid run
     try:
         if cfg.method in REFERENCES:
@@ -192,17 +193,17 @@ def train_and_evaluate(cfg: RunConfig) -> RunResult:
             fit = _fit(cfg, run_dir, started, device)
         record_fit(run_dir, record, fit)
         if age is not None:
-            record["timing"]["startup_s"] = round(age + record["timing"]["setup_s"], 3)
-        record["status"] = "success"
+            record.timing.startup_s = round(age + record.timing.setup_s, 3)
+        record.status = "success"
     except BaseException as err:  # KeyboardInterrupt too: the record must not stay `running` if we can help it
         # Ctrl-C is the user's stop, as in a grid: resumable, not a failure of the run
-        record["status"] = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
-        record["error"] = {"type": err.__class__.__name__, "message": str(err) or err.__class__.__name__,
-                           "traceback": traceback.format_exc()}
+        record.status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+        record.error = ErrorInfo(type=err.__class__.__name__, message=str(err) or err.__class__.__name__,
+                                 traceback=traceback.format_exc())
         raise
     finally:
-        record["timing"]["wall_time_s"] = round(time.perf_counter() - started, 3)
-        record["memory"]["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        record.timing.wall_time_s = round(time.perf_counter() - started, 3)
+        record.memory.peak_rss_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         finish_run(run_dir, record)
     return RunResult(run_dir, record)
 

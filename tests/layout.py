@@ -101,10 +101,24 @@ def upward(graph: dict[str, set[str]], floors: dict[str, int], *, packages: set[
     return sorted(bad)
 
 
+def missing(root: Path) -> list[str]:
+    """Relative imports that name no module of the package (a lazy one inside a function fails only when
+    that function runs: after a module moved, say)."""
+    names = module_names(root)
+    found = []
+    for name, path in names.items():
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.ImportFrom) and node.level and _resolve(name, path, node) not in names:
+                found.append(f"{name} imports {'.' * node.level}{node.module or ''}: no such module "
+                             f"({_resolve(name, path, node)})")
+    return sorted(found)
+
+
 def problems(root: Path, floors: dict[str, int]) -> list[str]:
-    """Every cycle and every arrow against the floors in the package at `root`, one line each."""
+    """Every cycle, every arrow against the floors and every relative import of nothing in the package
+    at `root`, one line each."""
     graph = imports(root)
     packages = {name for name, path in module_names(root).items() if path.name == "__init__.py"}
-    return ([f"import cycle: {' -> '.join(c)}" for c in cycles(graph)]
+    return (missing(root) + [f"import cycle: {' -> '.join(c)}" for c in cycles(graph)]
             + [f"upward import: {a} (floor {floors.get(_room(a, floors), 0)}) imports {b} "
                f"(floor {floors.get(_room(b, floors), 0)})" for a, b in upward(graph, floors, packages=packages)])

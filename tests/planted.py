@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from tc_lib.config import RunConfig
+from tc_lib.record import DataInfo, Timing
 from tc_lib.results import finish_run, new_record, write_history
 
 
@@ -19,15 +20,16 @@ def plant_run(root: Path, cfg: RunConfig, f1: float, *, folder: str | None = Non
     scores = {"loss": 1.0 - f1, "accuracy": f1 + 0.1, "micro_f1": f1 + 0.1, "macro_f1": f1,
               "per_class_f1": [f1] * num_classes, "confusion_matrix": [[0] * num_classes] * num_classes}
     full = cfg.method in ("full", "tfidf_lr")
-    record.update(metrics=scores, params={"total": 1000, "trainable": 1000 if full else 10,
-                                          "trainable_no_head": 900 if full else 5})
-    record["selection"]["chosen_epoch"] = 2
-    record["data"].update(label_names=[f"c{i}" for i in range(num_classes)], train_size=cfg.max_train_samples or 1688,
-                          test_size=139, train_split_size=1688, train_label_counts=[10] * num_classes,
-                          majority_floor={"majority_class": 0, "accuracy": 71 / 139, "macro_f1": floor})
-    record["timing"].update(wall_time_s=60.0, train_time_s=50.0, eval_time_s=5.0,
-                            train_samples_per_s=100.0 if full else 150.0, train_tokens_per_s=1e4)
-    record["memory"]["peak_rss_mb"] = 1500.0
+    record.metrics = scores
+    record.params = {"total": 1000, "trainable": 1000 if full else 10, "trainable_no_head": 900 if full else 5}
+    record.selection.chosen_epoch = 2
+    record.data = DataInfo(label_names=[f"c{i}" for i in range(num_classes)], train_size=cfg.max_train_samples or 1688,
+                           test_size=139, train_split_size=1688, data_seed=cfg.effective_data_seed,
+                           train_label_counts=[10] * num_classes,
+                           majority_floor={"majority_class": 0, "accuracy": 71 / 139, "macro_f1": floor})
+    record.timing = Timing(wall_time_s=60.0, train_time_s=50.0, eval_time_s=5.0,
+                           train_samples_per_s=100.0 if full else 150.0, train_tokens_per_s=1e4)
+    record.memory.peak_rss_mb = 1500.0
     run_dir = root / (folder or cfg.run_id)
     run_dir.mkdir(parents=True)
     write_history(run_dir, [{"epoch": e, "train_loss": 1.0 / e, "test": {**scores, "macro_f1": f1 * e / 2}}
@@ -63,7 +65,7 @@ run_dir, record = start_run(cfg)
 time.sleep(float(os.environ.get("TC_TEST_SLEEP", "2")))
 if str(cfg.seed) == os.environ.get("TC_TEST_FAIL_SEED"):
     raise RuntimeError(f"planted failure of seed {cfg.seed}")
-record["status"] = "success"
+record.status = "success"
 finish_run(run_dir, record)
 with open(log, "a") as fh:
     fh.write(f"end {cfg.run_id} {os.getpid()} {time.time()}\\n")

@@ -13,13 +13,13 @@ import pandas as pd
 import pytest
 
 from planted import plant_grid, plant_run
-from tc_lib import arms as arm_lib
+from tc_lib.report import arms as arm_lib
 from tc_lib.config import RunConfig
 from tc_lib.errors import ConfigError
 from tc_lib.report import stats, tables
 from tc_lib.report.export import export_tables, write_export
 from tc_lib.report.sections import Report
-from tc_lib.runs import current_runs, read_runs
+from tc_lib.report.runs import current_runs, read_runs
 
 ACL = dict(dataset="acl_sup")
 
@@ -229,6 +229,7 @@ def test_export_and_memory_validate_cli(tmp_path):
 @pytest.mark.notebook
 def test_an_empty_or_all_failed_folder_gives_a_report_and_a_table_that_say_so(tmp_path):
     from tc_lib.config import RunConfig
+    from tc_lib.record import ErrorInfo
     from tc_lib.results import finish_run, new_record
 
     (tmp_path / "empty").mkdir()  # a fresh clone's outputs/runs before any grid ran
@@ -240,7 +241,7 @@ def test_an_empty_or_all_failed_folder_gives_a_report_and_a_table_that_say_so(tm
                                   (2, "interrupted", "stopped by the user; run the grid again to finish it")):
         cfg = RunConfig(seed=seed, output_dir=str(runs))
         record = new_record(cfg, status=status)
-        record["error"] = {"type": status, "message": message, "traceback": None}
+        record.error = ErrorInfo(type=status, message=message)
         cfg.run_dir.mkdir(parents=True)
         finish_run(cfg.run_dir, record)
     out = _cli("report", "--runs", str(runs), "--out", str(tmp_path / "out"))

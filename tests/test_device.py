@@ -121,9 +121,9 @@ def test_auto_runs_on_a_gpu_and_on_a_cpu_are_two_arms_and_the_settings_say_which
     import json
 
     from planted import plant_run
-    from tc_lib.arms import arms
+    from tc_lib.report.arms import arms
     from tc_lib.report.tables import settings_table
-    from tc_lib.runs import current_runs, read_runs
+    from tc_lib.report.runs import current_runs, read_runs
 
     for seed in (1, 2):
         for used, gpu_name, f1 in (("cpu", None, 0.5), ("cuda", "NVIDIA H200", 0.6)):

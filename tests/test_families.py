@@ -36,7 +36,7 @@ def test_every_method_trains_and_reloads_on_every_family(tiny_family, synthetic_
         assert re.search(r"method '\w+' is not available for model type '\w+'", str(err)), err
         pytest.skip(str(err))
     result = train.train_and_evaluate(cfg)
-    assert result.record["status"] == "success"
+    assert result.record.status == "success"
     tokenizer, splits, _, _ = train.prepare_splits(cfg)
     test = splits["test"]
     if family == "roberta-base":  # RoBERTa: </s> as separator, no token type ids
@@ -46,7 +46,7 @@ def test_every_method_trains_and_reloads_on_every_family(tiny_family, synthetic_
     with torch.no_grad():
         predictions = reloaded(**batch).logits.argmax(-1).numpy()
     assert confusion_matrix(list(test["labels"]), predictions, labels=[0, 1, 2]).tolist() == \
-        result.record["metrics"]["confusion_matrix"]
+        result.record.metrics["confusion_matrix"]
 
 
 def test_roberta_head_is_trained_under_peft(tiny_family, synthetic_data, tmp_path):

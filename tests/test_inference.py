@@ -14,7 +14,7 @@ import pytest
 
 from conftest import pin_synthetic_checksums
 from tc_lib import cli, inference, train
-from tc_lib.best import best_run
+from tc_lib.report.best import best_run
 from tc_lib.config import RunConfig
 from tc_lib.errors import TcError
 from tc_lib.methods import METHODS
@@ -71,10 +71,10 @@ def trained(tiny_bert, synthetic_root, tmp_path_factory):
 def test_predict_gives_the_runs_own_test_predictions(trained, synthetic_root, monkeypatch, method):
     pin_synthetic_checksums(monkeypatch, synthetic_root)
     result, _ = trained[method]
-    cfg = RunConfig.from_dict(result.record["config"])
+    cfg = RunConfig.from_dict(result.record.config)
     test = reference_splits(cfg)[0]["test"]  # the run's test texts, aspect and sentence joined by " [SEP] "
     rows = inference.predict(result.run_dir, list(test["text"]), batch_size=7)
-    names = result.record["data"]["label_names"]
+    names = result.record.data.label_names
     assert [row["text"] for row in rows] == list(test["text"])
     for row in rows:
         assert list(row["probabilities"]) == names and abs(sum(row["probabilities"].values()) - 1) < 1e-5
@@ -146,7 +146,7 @@ def test_best_run_is_chosen_on_dev_and_never_on_test(trained, capsys):
     devs = {}
     for method, (result, _) in trained.items():
         history = [json.loads(line) for line in (result.run_dir / "history.jsonl").read_text().splitlines()]
-        devs[method] = history[result.record["selection"]["chosen_epoch"] - 1]["dev"]["macro_f1"]
+        devs[method] = history[result.record.selection.chosen_epoch - 1]["dev"]["macro_f1"]
     assert row["method"] == max(devs, key=devs.get) and row["dev_score"] == pytest.approx(max(devs.values()))
     assert row["n_arms"] == len(LR) and row["has_weights"]
     assert cli.main(["predict", "--best", str(runs_dir), "--dataset", "restaurant_sup", "--json",

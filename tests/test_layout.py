@@ -93,7 +93,7 @@ def _plant(root: Path, files: dict[str, str]) -> Path:
     return root
 
 
-def test_the_layout_check_fails_on_a_planted_cycle_and_a_planted_upward_import(tmp_path):
+def test_the_layout_check_fails_on_a_planted_cycle_an_upward_import_and_an_import_of_nothing(tmp_path):
     floors = {"pkg.room": 1, "pkg.other": 1, "pkg.cli": 2}
     clean = {"__init__.py": "", "core.py": "X = 1\n", "helper.py": "from .core import X\n",
              "room/__init__.py": "from .part import Y\n", "room/part.py": "from ..core import X\nY = X\n",
@@ -110,6 +110,9 @@ def test_the_layout_check_fails_on_a_planted_cycle_and_a_planted_upward_import(t
     assert layout.problems(up, floors) == [
         "upward import: pkg.helper (floor 0) imports pkg.room.part (floor 1)",
         "upward import: pkg.other (floor 1) imports pkg.room (floor 1)"]
+    # a lazy relative import left pointing at the old place of a module that moved into a room
+    moved = _plant(tmp_path / "moved" / "pkg", {**clean, "room/part.py": "def f():\n    from .core import X\n"})
+    assert layout.problems(moved, floors) == ["pkg.room.part imports .core: no such module (pkg.room.core)"]
 
 
 def test_modules_are_small():

@@ -12,7 +12,7 @@ import torch
 from tc_lib import memory, methods, models, train
 from tc_lib.config import RunConfig
 from tc_lib.errors import ConfigError
-from tc_lib.runs import read_runs
+from tc_lib.report.runs import read_runs
 
 H, LAYERS, FFN, CLASSES = 64, 2, 128, 3  # the tiny BERT of conftest
 POOLER, CLASSIFIER = H * H + H, H * CLASSES + CLASSES
@@ -38,7 +38,7 @@ def test_ia3_counts_by_hand(tiny_bert, synthetic_data, tmp_path):
 def test_ia3_trains_records_and_reloads_exactly(tiny_bert, synthetic_data, tmp_path):
     cfg = tiny_cfg(tiny_bert, tmp_path, epochs=3, learning_rate=3e-2)
     result = train.train_and_evaluate(cfg)
-    rec = result.record
+    rec = result.record.to_dict()  # as written
     assert rec["status"] == "success" and rec["config"]["method"] == "ia3"
     assert rec["peft_target_modules"] == ["key", "output.dense", "value"]
     assert rec["metrics"]["macro_f1"] > rec["data"]["majority_floor"]["macro_f1"] + 0.2  # it learns the keywords
@@ -112,7 +112,7 @@ def test_every_precision_combination_trains_on_cpu(tiny_bert, synthetic_data, tm
     else:  # trainable PEFT weights stay fp32 on a bf16 base, as peft does by default
         assert trainable == {torch.float32} and frozen == {getattr(torch, torch_dtype)}
     result = train.train_and_evaluate(cfg)
-    assert result.record["status"] == "success" and result.record["metrics"]["loss"] > 0
+    assert result.record.status == "success" and result.record.metrics["loss"] > 0
     assert json.loads((result.run_dir / "config.json").read_text())["torch_dtype"] == torch_dtype
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from tc_lib import cli, inference, memory, models, train
-from tc_lib.arms import method_settings
+from tc_lib.report.arms import method_settings
 from tc_lib.config import RunConfig
 from tc_lib.errors import ConfigError
 from tc_lib.metrics import classification_metrics
@@ -38,7 +38,7 @@ def test_prefix_counts_by_hand_and_refuses_a_model_without_a_pooler(tiny_bert, t
 
 def test_prefix_trains_records_and_predicts_what_it_scored(tiny_bert, synthetic_data, tmp_path):
     result = train.train_and_evaluate(_cfg(tiny_bert, tmp_path))
-    rec = result.record
+    rec = result.record.to_dict()  # as written
     assert rec["status"] == "success" and rec["peft_target_modules"] is None  # it wraps no module
     assert rec["metrics"]["macro_f1"] > rec["data"]["majority_floor"]["macro_f1"] + 0.2
     cfg = RunConfig.from_dict(rec["config"])

@@ -34,7 +34,7 @@ def test_reference_run_writes_the_common_record(real_data, tmp_path):
     cfg = RunConfig(model="tfidf", method="tfidf_lr", dataset="acl_sup", max_train_samples=256, seed=1,
                     output_dir=str(tmp_path))
     result = train.train_and_evaluate(cfg)
-    record = load_record(result.run_dir)
+    record = load_record(result.run_dir).to_dict()  # as written
     assert record["status"] == "success" and record["arm_id"] == cfg.arm_id
     assert record["data"]["train_size"] == 256 and sum(record["data"]["train_label_counts"]) == 256
     assert record["data"]["train_split_size"] == 1688 and record["data"]["test_size"] == 139
@@ -43,11 +43,11 @@ def test_reference_run_writes_the_common_record(real_data, tmp_path):
     history = [json.loads(line) for line in (result.run_dir / "history.jsonl").read_text().splitlines()]
     assert len(history) == 1 and history[0]["test"]["macro_f1"] == record["metrics"]["macro_f1"]
     again = train.train_and_evaluate(replace(cfg, output_dir=str(tmp_path / "again")))
-    assert again.record["metrics"]["confusion_matrix"] == record["metrics"]["confusion_matrix"]
+    assert again.record.metrics["confusion_matrix"] == record["metrics"]["confusion_matrix"]
     # class_weights: balanced is logistic regression's own class_weight="balanced", like the encoders' loss
     weighted = train.train_and_evaluate(replace(cfg, class_weights="balanced", output_dir=str(tmp_path / "w")))
     assert _pipeline(1, "balanced")[-1].class_weight == "balanced" and _pipeline(1, "none")[-1].class_weight is None
-    assert weighted.record["metrics"]["confusion_matrix"] != record["metrics"]["confusion_matrix"]
-    counts = weighted.record["data"]["train_label_counts"]  # the weights LR gave each class, in its record
-    assert weighted.record["data"]["class_weights"] == pytest.approx([256 / (6 * c) for c in counts])
+    assert weighted.record.metrics["confusion_matrix"] != record["metrics"]["confusion_matrix"]
+    counts = weighted.record.data.train_label_counts  # the weights LR gave each class, in its record
+    assert weighted.record.data.class_weights == pytest.approx([256 / (6 * c) for c in counts])
     assert "class_weights" not in record["data"]

@@ -17,6 +17,7 @@ from planted import wait_for, write_fast_notebook
 from tc_lib import errors
 from tc_lib.config import RunConfig
 from tc_lib.grid import execute, lease, load_grid
+from tc_lib.record import ErrorInfo
 from tc_lib.results import finish_run, new_record, write_history
 
 REPO = Path(__file__).resolve().parents[1]
@@ -172,8 +173,8 @@ def test_report_lists_every_unusable_record_and_never_counts_it(tmp_path, monkey
         cfg = RunConfig(model="minilm", dataset="acl_sup", seed=seed, output_dir=str(runs))
         record = new_record(cfg, status=status)
         if status == "success":
-            record["metrics"] = {"loss": 1.0, "accuracy": 0.6, "micro_f1": 0.6, "macro_f1": 0.3}
-            record["data"]["majority_floor"] = {"majority_class": 0, "accuracy": 0.5, "macro_f1": 0.1}
+            record.metrics = {"loss": 1.0, "accuracy": 0.6, "micro_f1": 0.6, "macro_f1": 0.3}
+            record.data.majority_floor = {"majority_class": 0, "accuracy": 0.5, "macro_f1": 0.1}
         cfg.run_dir.mkdir(parents=True)
         finish_run(cfg.run_dir, record)
         folders[seed] = cfg.run_dir
@@ -182,7 +183,7 @@ def test_report_lists_every_unusable_record_and_never_counts_it(tmp_path, monkey
     for name, text in {"torn": '{"status": "succ', "foreign": '{"hello": 1}', "old": '{"schema_version": 1}'}.items():
         (runs / name).mkdir()
         (runs / name / "metrics.json").write_text(text)
-    no_timing = new_record(RunConfig(seed=9, output_dir=str(runs)), status="success")
+    no_timing = new_record(RunConfig(seed=9, output_dir=str(runs)), status="success").to_dict()
     del no_timing["timing"]
     (runs / "no-timing").mkdir()
     (runs / "no-timing" / "metrics.json").write_text(json.dumps(no_timing))
@@ -323,9 +324,9 @@ def test_status_shows_every_state_from_records_and_leases(fast_grid, monkeypatch
     done, failed, running, stale = load_grid(grid)
     for cfg, status in ((done, "success"), (failed, "failed"), (running, "running"), (stale, "running")):
         record = new_record(cfg, status=status)
-        record["timing"]["wall_time_s"] = 1800.0
+        record.timing.wall_time_s = 1800.0
         if status == "failed":
-            record["error"] = {"type": "RuntimeError", "message": "planted failure\nsecond line", "traceback": None}
+            record.error = ErrorInfo(type="RuntimeError", message="planted failure\nsecond line")
         cfg.run_dir.mkdir(parents=True)
         finish_run(cfg.run_dir, record)
     held = lease.acquire(running.run_dir, executor="local", attempt=2)  # this process: alive
@@ -552,7 +553,7 @@ def test_a_pipe_or_a_deep_nest_in_place_of_a_record_is_listed_not_read(fast_grid
     (second.run_dir / "metrics.json").write_text("[" * 100_000 + "]" * 100_000)
     out = cli("status", str(grid), timeout=60)
     assert out.returncode == 0 and "4 runs: 4 pending" in out.stdout, out.stderr
-    from tc_lib.runs import Problem, read_runs
+    from tc_lib.report.runs import Problem, read_runs
 
     problems: list[Problem] = []
     read_runs(runs, problems=problems)
@@ -563,13 +564,13 @@ def test_a_pipe_or_a_deep_nest_in_place_of_a_record_is_listed_not_read(fast_grid
 
 @pytest.mark.parametrize("key,value,reason", [
     ("config", {}, "field 'config.model' missing"),
-    ("metrics", [1, 2], "field 'metrics': expected a mapping of numbers or null"),
-    ("timing", "x", "field 'timing' missing or not a dict"),
+    ("metrics", [1, 2], "field 'metrics': expected a mapping or null, got [1, 2]"),
+    ("timing", "x", "field 'timing': expected a mapping, got 'x'"),
     ("selection", {}, "field 'selection.rule' missing"),
     ("data", {}, "field 'data.train_size' missing"),
     ("config.dataset", 3, "field 'config.dataset': expected a string or a list of strings, got 3"),
     ("config.seed", "x", "field 'config.seed': expected an integer, got 'x'"),
-    ("metrics.accuracy", "x", "field 'metrics': expected a mapping of numbers"),
+    ("metrics.accuracy", "x", "field 'metrics.accuracy': expected a number, got 'x'"),
     ("config.method", "bogus", "'bogus' is no method this tc_lib knows"),
     ("execution", "x", "field 'execution': expected a mapping or null"),
     ("memory.peak_rss_mb", "x", "field 'memory.peak_rss_mb': expected a number or null, got 'x'"),
@@ -577,7 +578,7 @@ def test_a_pipe_or_a_deep_nest_in_place_of_a_record_is_listed_not_read(fast_grid
 def test_a_tampered_record_is_listed_with_its_field_never_a_crash(tmp_path, key, value, reason):
     from planted import plant_run
     from tc_lib.report.export import export_tables
-    from tc_lib.runs import Problem, read_runs
+    from tc_lib.report.runs import Problem, read_runs
 
     configs = [RunConfig(seed=seed, dataset="acl_sup", output_dir=str(tmp_path)) for seed in (1, 2)]
     for cfg in configs:

@@ -14,8 +14,9 @@ import pytest
 from tc_lib.report import render as export
 from tc_lib.report import stats
 from tc_lib.config import RunConfig
+from tc_lib.record import DataInfo, ErrorInfo, Timing
 from tc_lib.results import finish_run, new_record, write_history
-from tc_lib.runs import read_runs
+from tc_lib.report.runs import read_runs
 
 pytestmark = pytest.mark.notebook
 
@@ -36,14 +37,15 @@ def plant(runs: Path) -> None:
             record = new_record(cfg, status="success")
             scores = {"loss": 1.0 - f1, "accuracy": f1 + 0.1, "micro_f1": f1 + 0.1, "macro_f1": f1,
                       "per_class_f1": [f1] * 6, "confusion_matrix": [[0] * 6] * 6}
-            record.update(metrics=scores, params={"total": 1000, "trainable": 1000 if method == "full" else 10,
-                                                  "trainable_no_head": 900 if method == "full" else 5})
-            record["selection"]["chosen_epoch"] = 2
-            record["data"].update(label_names=["a"] * 6, train_size=1688, test_size=139,
-                                  majority_floor={"majority_class": 0, "accuracy": 71 / 139, "macro_f1": 0.1127})
-            record["timing"].update(wall_time_s=60.0, train_time_s=50.0, eval_time_s=5.0,
-                                    train_samples_per_s=100.0 if method == "full" else 150.0, train_tokens_per_s=1e4)
-            record["memory"]["peak_rss_mb"] = 1500.0
+            record.metrics = scores
+            record.params = {"total": 1000, "trainable": 1000 if method == "full" else 10,
+                             "trainable_no_head": 900 if method == "full" else 5}
+            record.selection.chosen_epoch = 2
+            record.data = DataInfo(label_names=["a"] * 6, train_size=1688, test_size=139,
+                                   majority_floor={"majority_class": 0, "accuracy": 71 / 139, "macro_f1": 0.1127})
+            record.timing = Timing(wall_time_s=60.0, train_time_s=50.0, eval_time_s=5.0,
+                                   train_samples_per_s=100.0 if method == "full" else 150.0, train_tokens_per_s=1e4)
+            record.memory.peak_rss_mb = 1500.0
             run_dir = runs / cfg.run_id
             run_dir.mkdir(parents=True)
             # dev macro-F1 = test + 0.01 at the chosen epoch 2: the best model is mpnet · full, seed 3 (dev 0.71)
@@ -52,7 +54,7 @@ def plant(runs: Path) -> None:
             finish_run(run_dir, record)
     broken = RunConfig(model="minilm", dataset="acl_sup", method="adapter", seed=1, output_dir=str(runs))
     record = new_record(broken, status="failed")
-    record["error"] = {"type": "RuntimeError", "message": "planted failure", "traceback": None}
+    record.error = ErrorInfo(type="RuntimeError", message="planted failure")
     (runs / broken.run_id).mkdir()
     finish_run(runs / broken.run_id, record)
 

@@ -104,11 +104,11 @@ def test_runner_records_skips_and_isolates_failures(grid_file, tmp_path):
     assert len(outcome.succeeded) == 2 and len(outcome.failed) == 1 and not outcome.skipped
     failed_id = outcome.failed[0][0]
     rec = load_record(tmp_path / "runs" / failed_id)
-    assert rec["status"] == "failed" and "cannot load it" in rec["error"]["message"]
+    assert rec.status == "failed" and "cannot load it" in rec.error.message
     assert (tmp_path / "runs" / failed_id / "train.ipynb").is_file()  # kept for inspection
     for run_id in outcome.succeeded:
         folder = tmp_path / "runs" / run_id
-        assert load_record(folder)["status"] == "success"
+        assert load_record(folder).status == "success"
         executed = json.loads((folder / "train.ipynb").read_text())
         tags = [c["metadata"].get("tags", []) for c in executed["cells"]]
         assert ["injected-parameters"] in tags  # papermill injected the resolved config
@@ -137,10 +137,10 @@ axes: {{seed: [1]}}
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)  # the runner and its kernel, mid-run
     proc.wait(timeout=30)
-    assert load_record(record.parent)["status"] == "running"  # never a torn file, never "success"
+    assert load_record(record.parent).status == "running"  # never a torn file, never "success"
     assert not runner.is_done(cfg)
     outcome = runner.run_grid([cfg])
-    assert outcome.succeeded == [cfg.run_id] and load_record(record.parent)["status"] == "success"
+    assert outcome.succeeded == [cfg.run_id] and load_record(record.parent).status == "success"
 
 
 def test_smoke_grid_through_the_cli(real_data, tmp_path):
@@ -151,8 +151,8 @@ def test_smoke_grid_through_the_cli(real_data, tmp_path):
     assert first.returncode == 0, first.stderr[-2000:]
     assert "done: 4 succeeded, 0 skipped, 0 failed" in first.stderr
     records = [load_record(d) for d in out_dir.iterdir()]
-    assert len(records) == 4 and {r["status"] for r in records} == {"success"}
-    assert {r["config"]["method"] for r in records} == {"full", "lora"} and {r["config"]["seed"] for r in records} == {1, 2}
+    assert len(records) == 4 and {r.status for r in records} == {"success"}
+    assert {r.config["method"] for r in records} == {"full", "lora"} and {r.config["seed"] for r in records} == {1, 2}
     second = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0 and "4 runs: 4 already done, 0 to run" in second.stderr
 

@@ -22,7 +22,7 @@ def test_minilm_real_data(real_data, tmp_path, method, adapted):
     cfg = RunConfig(model="minilm", dataset="acl_sup", method=method, epochs=1, max_train_samples=48,
                     max_seq_length=64, output_dir=str(tmp_path))
     result = train.train_and_evaluate(cfg)
-    rec = result.record
+    rec = result.record.to_dict()  # as written
     assert rec["status"] == "success" and rec["data"]["test_size"] == 139 and rec["data"]["train_size"] == 48
     assert 0.0 <= rec["metrics"]["macro_f1"] <= 1.0 and rec["metrics"]["loss"] > 0
     assert rec["data"]["majority_floor"]["accuracy"] == pytest.approx(71 / 139)

@@ -30,6 +30,7 @@ SCORES = {"full": {"0.0001": {"dev": 0.50, "test": 0.70}, "0.001": {"dev": 0.60,
 PLANTED = """
 import json, os
 from tc_lib.config import RunConfig
+from tc_lib.record import DataInfo, Selection, Timing
 from tc_lib.results import finish_run, start_run, write_history
 
 cfg = RunConfig.from_namespace(globals())
@@ -40,14 +41,14 @@ bump = 0.01 * cfg.seed
 dev, test = planted["dev"] + bump, planted["test"] + bump
 run_dir, record = start_run(cfg)
 scores = lambda f1: {"loss": 1 - f1, "accuracy": f1, "micro_f1": f1, "macro_f1": f1}
-record.update(metrics=scores(test), params={"total": 1000, "trainable": 1000 if cfg.method == "full" else 10,
-                                            "trainable_no_head": 5})
-record["selection"].update(chosen_epoch=1, score=dev, dev_size=10)
-record["data"].update(label_names=["a", "b"], train_size=100, test_size=50, train_split_size=110,
-                      train_label_counts=[50, 50], majority_floor={"majority_class": 0, "accuracy": 0.5, "macro_f1": 0.33})
-record["timing"].update(wall_time_s=1.0, train_time_s=1.0, eval_time_s=0.1, train_samples_per_s=100.0)
+record.metrics = scores(test)
+record.params = {"total": 1000, "trainable": 1000 if cfg.method == "full" else 10, "trainable_no_head": 5}
+record.selection = Selection(rule="dev", chosen_epoch=1, score=dev, dev_size=10)
+record.data = DataInfo(label_names=["a", "b"], train_size=100, test_size=50, train_split_size=110,
+                       train_label_counts=[50, 50], majority_floor={"majority_class": 0, "accuracy": 0.5, "macro_f1": 0.33})
+record.timing = Timing(wall_time_s=1.0, train_time_s=1.0, eval_time_s=0.1, train_samples_per_s=100.0)
 write_history(run_dir, [{"epoch": 1, "train_loss": 0.5, "dev": scores(dev), "test": scores(test)}])
-record["status"] = "success"
+record.status = "success"
 finish_run(run_dir, record)
 """
 GRID = """defaults: {{output_dir: {runs}, selection: dev, epochs: 1}}
@@ -249,8 +250,8 @@ def test_a_record_names_its_stage():
     from tc_lib.results import new_record
 
     trial = RunConfig(selection="dev", tuning=json.dumps({"stage": "tune", "trial": 3, "trials": 6}))
-    assert (new_record(trial, status="running")["stage"], new_record(trial, status="running")["trial"]) == ("tune", 3)
-    assert new_record(RunConfig(), status="running")["stage"] == "final"
+    assert (new_record(trial, status="running").stage, new_record(trial, status="running").trial) == ("tune", 3)
+    assert new_record(RunConfig(), status="running").stage == "final"
     assert trial.run_id == RunConfig(selection="dev").run_id  # the stage is not part of what a run computes
     with pytest.raises(ConfigError, match="tuning"):
         RunConfig(tuning=json.dumps({"stage": "tune", "trial": 1}))  # a trial without dev selection

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from ..config import RunConfig
 from ..errors import first_line
-from ..results import finish_run, load_record, new_record, now, unwritable
+from ..record import ErrorInfo
+from ..results import end_run, load_record, new_record, now, unwritable
 from .lease import acquire, is_stale, read_lease
 
 REPO = Path(__file__).resolve().parents[2]
@@ -114,7 +115,7 @@ def kill_kernels() -> None:
 def is_done(cfg: RunConfig) -> bool:
     """A run is done when its record says success for the same resolved config."""
     record = load_record(cfg.run_dir)
-    return bool(record and record["status"] == "success" and record["config_hash"] == cfg.config_hash)
+    return bool(record and record.status == "success" and record.config_hash == cfg.config_hash)
 
 
 def execute(cfg: RunConfig, *, notebook: Path = TRAIN_NOTEBOOK, timeout_s: int | None = None,
@@ -138,14 +139,13 @@ def execute(cfg: RunConfig, *, notebook: Path = TRAIN_NOTEBOOK, timeout_s: int |
                             kernel_manager_class=guarded_kernel_manager(os.getcwd(), tuple(sorted((kernel_env or {}).items()))))
     except Exception as err:
         record = load_record(run_dir)
-        if (record is not None and record["status"] == "success" and record["config_hash"] == cfg.config_hash
-                and str(record.get("started_at") or "") >= attempt_started):
+        if (record is not None and record.status == "success" and record.config_hash == cfg.config_hash
+                and (record.started_at or "") >= attempt_started):
             return f"finished, then the kernel died ({cause(err)}); its success record stands"
-        if record is None or record["status"] != "failed":
-            record = record if record and record["status"] == "running" else new_record(cfg, status="failed")
-            record["status"] = "failed"
-            record["error"] = {"type": err.__class__.__name__, "message": cause(err), "traceback": cell_traceback(err)}
-            finish_run(run_dir, record)
+        if record is None or record.status != "failed":
+            record = record if record and record.status == "running" else new_record(cfg, status="failed")
+            end_run(run_dir, record, status="failed",
+                    error=ErrorInfo(type=err.__class__.__name__, message=cause(err), traceback=cell_traceback(err)))
         raise
     finally:
         kill_kernels()  # papermill shuts the kernel down; this only catches one that would not go
@@ -178,18 +178,16 @@ class RunOutcome:
 def mark_stopped(cfg: RunConfig, status: str, message: str) -> None:
     """A `running` record whose kernel is gone gets the status (interrupted | failed) and the reason."""
     record = load_record(cfg.run_dir)
-    if record is not None and record["status"] == "running":
-        record["status"] = status
-        record["error"] = {"type": status.capitalize(), "message": message, "traceback": None}
-        finish_run(cfg.run_dir, record)
+    if record is not None and record.status == "running":
+        end_run(cfg.run_dir, record, status=status, error=ErrorInfo(type=status.capitalize(), message=message))
 
 
 def next_attempt(cfg: RunConfig) -> int:
     """1 for a fresh run; one more than the last attempt that a record or a dead holder's lease names."""
     previous = load_record(cfg.run_dir)
     attempt = 1
-    if previous is not None and previous["status"] in UNFINISHED:
-        attempt = int((previous.get("execution") or {}).get("attempt") or 1) + 1
+    if previous is not None and previous.status in UNFINISHED:
+        attempt = (previous.execution.attempt if previous.execution else 1) + 1
     holder = read_lease(cfg.run_dir)
     if holder is not None and is_stale(holder):  # died before its kernel could write a record
         attempt = max(attempt, int(holder.get("attempt") or 1) + 1)

@@ -186,7 +186,7 @@ def _cancel(ray, refs: dict) -> int:
     """Cancel the tasks not finished yet, give them a moment to leave their runs interrupted, and count
     the runs that were executing (queued tasks just vanish; runs left interrupted earlier do not count)."""
     def interrupted() -> set[str]:
-        return {cfg.run_id for cfg in refs.values() if (load_record(cfg.run_dir) or {}).get("status") == "interrupted"}
+        return {cfg.run_id for cfg in refs.values() if getattr(load_record(cfg.run_dir), "status", None) == "interrupted"}
 
     before = interrupted()
     for ref in refs:

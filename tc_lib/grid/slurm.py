@@ -19,7 +19,8 @@ from typing import Any, Mapping, Sequence
 
 from ..config import RunConfig
 from ..errors import ConfigError, TcError, first_line
-from ..results import load_record, write_text_atomic
+from ..record import RunRecord
+from ..results import load_record, scan_records, write_text_atomic
 from .execute import TRAIN_NOTEBOOK, is_done, run_one
 from .lease import is_stale, read_lease
 
@@ -54,16 +55,14 @@ def time_limit(configs: Sequence[RunConfig], *, given: int | None, source: str) 
     slowest finished run in the output folder, or DEFAULT_TIME_MIN for an arm with none; the largest."""
     import math
 
-    from ..runs import scan_records
-
     if given is not None:
         return given, source
     arms = {cfg.arm_id for cfg in configs}
     slowest: dict[str, float] = {}
     for _, record in scan_records(configs[0].output_dir)[0] if configs else ():
         seconds = _run_seconds(record)
-        if record.get("status") == "success" and record.get("arm_id") in arms and seconds is not None:
-            slowest[record["arm_id"]] = max(slowest.get(record["arm_id"], 0.0), seconds)
+        if record.status == "success" and record.arm_id in arms and seconds is not None:
+            slowest[record.arm_id] = max(slowest.get(record.arm_id, 0.0), seconds)
     if not slowest:
         return DEFAULT_TIME_MIN, "default: no finished run of these arms yet (set --time-min or slurm: {time_min: M})"
     derived = max(MIN_TIME_MIN, math.ceil(TIME_FACTOR * max(slowest.values()) / 60))
@@ -73,17 +72,15 @@ def time_limit(configs: Sequence[RunConfig], *, given: int | None, source: str) 
     return derived, f"{TIME_FACTOR}x the slowest finished run of the same arm ({max(slowest.values()) / 60:.1f} min)"
 
 
-def _run_seconds(record: dict) -> float | None:
+def _run_seconds(record: RunRecord) -> float | None:
     """How long a finished run held its task: start to finish of the record, plus the kernel's start-up."""
     from datetime import datetime
 
-    timing = record.get("timing") if isinstance(record.get("timing"), dict) else {}
     try:
-        held = (datetime.fromisoformat(record["finished_at"]) - datetime.fromisoformat(record["started_at"]))
-    except (KeyError, TypeError, ValueError):
+        held = (datetime.fromisoformat(record.finished_at) - datetime.fromisoformat(record.started_at))
+    except (TypeError, ValueError):
         return None
-    startup = timing.get("startup_s") if isinstance(timing.get("startup_s"), (int, float)) else 0
-    return max(held.total_seconds(), 0.0) + startup
+    return max(held.total_seconds(), 0.0) + (record.timing.startup_s or 0)
 
 
 def describe(resources: Resources, why: str) -> str:
@@ -193,4 +190,4 @@ def wait(job_id: str, configs: Sequence[RunConfig], *, poll_s: float = 2.0) -> d
     """Block until SLURM has none of the array's tasks; then each run's status from its record."""
     while any(task.split("_")[0] == job_id for task in active_tasks()):
         time.sleep(poll_s)
-    return {cfg.run_id: (load_record(cfg.run_dir) or {}).get("status", "not started") for cfg in configs}
+    return {cfg.run_id: record.status if (record := load_record(cfg.run_dir)) else "not started" for cfg in configs}

@@ -40,9 +40,9 @@ def _when(epoch: float) -> str:
 
 def run_state(cfg: RunConfig) -> RunState:
     record, lease = load_record(cfg.run_dir), read_lease(cfg.run_dir)
-    wall = float(((record or {}).get("timing") or {}).get("wall_time_s") or 0)
-    if record and record["status"] == "success" and record["config_hash"] == cfg.config_hash:
-        return RunState(cfg.run_id, "done", f"finished {record.get('finished_at')}", wall)
+    wall = float(record.timing.wall_time_s or 0) if record else 0.0
+    if record and record.status == "success" and record.config_hash == cfg.config_hash:
+        return RunState(cfg.run_id, "done", f"finished {record.finished_at}", wall)
     if lease is not None and lease.get("unusable"):
         return RunState(cfg.run_id, "stale", f"lease file unusable: {lease['unusable']}", wall)
     if lease is not None:
@@ -51,13 +51,13 @@ def run_state(cfg: RunConfig) -> RunState:
         return RunState(cfg.run_id, "stale" if is_stale(lease) else "running", where, wall)
     if record is None:
         return RunState(cfg.run_id, "pending", "", 0.0)
-    error = (record.get("error") or {}).get("message") or ""
-    if record["status"] == "failed":
+    error = (record.error.message if record.error else None) or ""
+    if record.status == "failed":
         return RunState(cfg.run_id, "failed", error.splitlines()[0] if error else "", wall)
-    if record["status"] == "interrupted":
+    if record.status == "interrupted":
         return RunState(cfg.run_id, "interrupted", "stopped by the user; run the grid again", wall)
     # a `running` record with no lease: its holder died before it could hand the run back
-    return RunState(cfg.run_id, "stale", f"record says running since {record.get('started_at')}, no lease", wall)
+    return RunState(cfg.run_id, "stale", f"record says running since {record.started_at}, no lease", wall)
 
 
 def _cmd_status(args) -> int:

@@ -55,12 +55,12 @@ class Group:
                 if i != index:
                     continue
                 record = load_record(cfg.run_dir)
-                score = ((record or {}).get("selection") or {}).get("score")
-                ok = record and record["status"] == "success" and record["config_hash"] == cfg.config_hash
+                score = record.selection.score if record else None
+                ok = record and record.status == "success" and record.config_hash == cfg.config_hash
                 if ok and score is not None:
                     values.append(score)
                 else:
-                    missing.append(f"trial {index} seed {cfg.seed} {('(' + record['status'] + ')') if record else '(not run)'}")
+                    missing.append(f"trial {index} seed {cfg.seed} {('(' + record.status + ')') if record else '(not run)'}")
             scores.append({"trial": index, **point, "dev_score": sum(values) / len(values) if values else None})
         if missing:
             return None, f"waits for {len(missing)} trial run(s): {', '.join(missing[:3])}", scores

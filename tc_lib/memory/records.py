@@ -74,7 +74,7 @@ def build_records(*, models: Sequence[str] = MODELS, shapes: Sequence[tuple[int,
     else:
         rows, validation, ledger = _practice_rows(tuple(models), tuple(shapes)), validation_rows(), ledger_rows()
     foreach = estimate("open_llama_3b", method="full", batch_size=1, seq_len=2048, optimizer="adamw")
-    return {"schema": SCHEMA, "created_at": now(), "environment": environment(), "practice": rows,
+    return {"schema": SCHEMA, "created_at": now(), "environment": dataclasses.asdict(environment()), "practice": rows,
             "foreach_full_peak": foreach.peak,
             "accelerate_estimate": accelerate_estimate("open_llama_3b", half_precision=True),
             "validation": validation, "ledger": ledger}

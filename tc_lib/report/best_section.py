@@ -9,7 +9,7 @@ from .display import md
 
 
 def best_models_section(runs: pd.DataFrame, history: pd.DataFrame) -> None:
-    from ..best import best_runs
+    from .best import best_runs
 
     md("## 最佳模型 · The best model per dataset\n\n按开发集选出：各种子开发集 macro-F1 均值最高的臂，再取其开发集最高的种子；"
        "测试集不参与。  \nChosen on dev only: the arm with the highest mean dev macro-F1 over its seeds, then its "
@@ -29,7 +29,7 @@ def best_models_section(runs: pd.DataFrame, history: pd.DataFrame) -> None:
 
 
 def _best_line(row: dict) -> str:
-    from ..best import plural, predict_command
+    from .best import plural, predict_command
 
     use = (f"使用 use: `{predict_command(row)}`" if row["has_weights"] else
            "未保存权重 no weights saved: rerun this arm with `save_weights: all` to use it")

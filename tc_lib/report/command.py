@@ -18,7 +18,7 @@ NO_SUCCESS = ("note: no run in {runs} succeeded; the {what} lists each run's sta
 
 
 def _no_success(runs_dir: Path, params: list[str]) -> bool:
-    from ..runs import current_runs, read_runs
+    from .runs import current_runs, read_runs
     from .export import select_runs
 
     return current_runs(select_runs(read_runs(runs_dir), params))[0].empty

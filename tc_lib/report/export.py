@@ -9,8 +9,8 @@ from typing import Sequence
 
 import pandas as pd
 
-from .. import arms as arm_lib
-from ..runs import current_runs, read_runs
+from . import arms as arm_lib
+from .runs import current_runs, read_runs
 from ..metrics import SCORE_NAMES
 from . import stats
 

@@ -16,8 +16,8 @@ def plan_tables(runs_dir: Path, *, delta: float, alpha: float, power: float,
     """(per arm, per compared pair). An arm's difference to another arm is taken to have sqrt(2) x its own
     between-seed std (independent arms, no pairing benefit assumed); a compared pair uses the observed std
     of its seed-wise differences."""
-    from .. import arms as arm_lib
-    from ..runs import current_runs, read_runs
+    from . import arms as arm_lib
+    from .runs import current_runs, read_runs
     from .tables import comparisons
 
     runs, _ = current_runs(read_runs(runs_dir))

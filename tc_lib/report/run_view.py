@@ -20,14 +20,16 @@ def show_run(run_dir: str | Path) -> None:
     rec = load_record(Path(run_dir))
     if rec is None:
         raise TcError(f"{run_dir}/metrics.json: missing or not a tc_lib run record")
-    m = rec["metrics"]
-    table(pd.DataFrame([{"状态 Status": rec["status"], "选择 Selection": f"{rec['selection']['rule']} "
-                         f"(epoch {rec['selection']['chosen_epoch']})", "Accuracy": fmt(m["accuracy"]),
+    if rec.status != "success":
+        raise TcError(f"{run_dir}: the run's status is {rec.status!r}; nothing to show")
+    m = rec.metrics
+    table(pd.DataFrame([{"状态 Status": rec.status, "选择 Selection": f"{rec.selection.rule} "
+                         f"(epoch {rec.selection.chosen_epoch})", "Accuracy": fmt(m["accuracy"]),
                          "Macro-F1": fmt(m["macro_f1"]), "Loss": fmt(m["loss"]),
-                         "多数类 Majority macro-F1": fmt(rec["data"]["majority_floor"]["macro_f1"]),
-                         "可训练参数 Trainable": f"{rec['params']['trainable']:,}",
-                         "训练时间 Train s": fmt(rec["timing"]["train_time_s"], 1)}]),
-          caption=rec["run_id"])
+                         "多数类 Majority macro-F1": fmt(rec.data.majority_floor["macro_f1"]),
+                         "可训练参数 Trainable": f"{rec.params['trainable']:,}",
+                         "训练时间 Train s": fmt(rec.timing.train_time_s, 1)}]),
+          caption=rec.run_id)
     history = [json.loads(line) for line in (Path(run_dir) / "history.jsonl").read_text().splitlines()]
     setup_fonts()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3))

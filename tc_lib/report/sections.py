@@ -8,9 +8,9 @@ from typing import Sequence
 
 import pandas as pd
 
-from .. import arms as arm_lib
+from . import arms as arm_lib
 from ..methods import REFERENCES
-from ..runs import Problem, current_runs, read_history, read_runs
+from .runs import Problem, current_runs, read_study
 from . import stats, tables
 from .conclusions import conclusions
 from .display import fmt, md, show, table
@@ -40,8 +40,7 @@ class Report:
     def load(cls, runs_dir: str | Path, *, params: Sequence[str] = (), **kwargs) -> "Report":
         """Read every record under runs_dir; with `params`, only the runs of those grid files."""
         problems: list[Problem] = []
-        runs = read_runs(runs_dir, problems=problems)
-        history = read_history(runs_dir, problems=problems)
+        runs, history = read_study(runs_dir, problems=problems)
         runs = select_runs(runs, params)
         history = history[history["run_id"].isin(set(runs["run_id"]))]
         return cls(runs, history, problems, params=params, runs_dir=runs_dir, **kwargs)
@@ -123,23 +122,21 @@ class Report:
     # ------------------------------------------------------------ environment, data, settings
 
     def environment(self) -> None:
-        from ..results import load_record
-
         md("## 环境 · Environment")
-        envs = [rec["environment"] for d in self.runs["run_dir"] if (rec := load_record(Path(d))) is not None]
+        envs = list(self.runs["environment"])  # record.Environment of each counted run
         if not envs:
             return
         first = envs[0]
-        versions = ", ".join(f"{k} {v}" for k, v in first["packages"].items() if v)
-        hardware = sorted({f"{e.get('cpu_model') or '?'} ×{e.get('cpu_count')} ({e.get('device')}"
-                           + (f", {e['gpu_name']}" if e.get("gpu_name") else "") + ")" for e in envs})
-        threads = sorted({e.get("torch_threads") for e in envs if e.get("torch_threads")})
+        versions = ", ".join(f"{k} {v}" for k, v in (first.packages or {}).items() if v)
+        hardware = sorted({f"{e.cpu_model or '?'} ×{e.cpu_count} ({e.device}"
+                           + (f", {e.gpu_name}" if e.gpu_name else "") + ")" for e in envs})
+        threads = sorted({e.torch_threads for e in envs if e.torch_threads})
         compute = float(self.all_runs["wall_time_s"].fillna(0).sum())
-        md(f"- 软件 Software: Python {first['python']}; {versions}\n"
+        md(f"- 软件 Software: Python {first.python}; {versions}\n"
            f"- 硬件 Hardware: {'; '.join(hardware)}; torch 线程 threads: {threads}\n"
            f"- 运行总计算时间 Total compute time of the runs shown: {compute / 60:.1f} min "
            f"({len(self.all_runs)} runs)\n"
-           f"- 代码版本 Code commit(s): {', '.join(sorted({str(e.get('git_commit'))[:10] for e in envs}))}")
+           f"- 代码版本 Code commit(s): {', '.join(sorted({str(e.git_commit)[:10] for e in envs}))}")
 
     def datasets(self) -> None:
         md("## 数据集 · Datasets\n\n由运行记录得出（测试集始终完整）。From the run records (test splits are always "

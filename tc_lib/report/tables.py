@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..arms import COMPANIONS, comparable, data_seed_rule, differing, fmt_value, method_settings
+from .arms import COMPANIONS, comparable, data_seed_rule, differing, fmt_value, method_settings
 from ..methods import METHODS, REFERENCES
 from ..metrics import LABELS
 from . import stats

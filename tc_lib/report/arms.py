@@ -7,8 +7,8 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
-from .config import DATA_SEED_FOLLOWS, arm_fields
-from .methods import METHODS, OPTION_DEFAULTS, OPTIONS, REFERENCES, method_label
+from ..config import DATA_SEED_FOLLOWS, arm_fields
+from ..methods import METHODS, OPTION_DEFAULTS, OPTIONS, REFERENCES, method_label
 
 # A method is compared at its own learning rate and options: they belong to the factor "method".
 COMPANIONS = {"method": ("learning_rate", *OPTION_DEFAULTS), "model": ()}
@@ -98,7 +98,7 @@ def method_settings(config: Mapping[str, Any], targets: list[str] | None = None)
     """The method's own settings in words: LoRA r/α/dropout/targets, adapter config, IA3 targets."""
     method = config["method"]
     if method in REFERENCES:
-        from .reference import C, NGRAMS
+        from ..reference import C, NGRAMS
 
         return f"TF-IDF {NGRAMS[0]}–{NGRAMS[1]}-gram, sublinear tf; LR C={C:g}"
     if method not in METHODS:

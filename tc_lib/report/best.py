@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..errors import TcError
 from .arms import arms as arm_table
-from .errors import TcError
-from .runs import current_runs, read_history, read_runs
+from .runs import current_runs, read_study
 
 SCORE = "macro_f1"
 BEST_COLUMNS = ["dataset", "arm_id", "model", "method", "name", "n_seeds", "dev_mean", "seed", "dev_score",
@@ -48,7 +48,8 @@ def best_runs(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
 def best_run(runs_dir: str | Path, *, dataset: str, method: str | None = None) -> dict:
     """The best run of `dataset` under runs_dir (see the module doc), as a row of best_runs; with
     `method`, the best among that method's arms."""
-    runs, _ = current_runs(read_runs(runs_dir))
+    everything, history = read_study(runs_dir)
+    runs, _ = current_runs(everything)
     if method is not None and len(runs):
         methods = sorted(set(runs["method"]))
         if method not in methods:
@@ -61,7 +62,7 @@ def best_run(runs_dir: str | Path, *, dataset: str, method: str | None = None) -
     if dataset not in known:
         raise TcError(f"--dataset {dataset}: no successful run of it under {runs_dir}; datasets there: "
                       f"{', '.join(known)}")
-    table = best_runs(runs[runs["dataset"] == dataset], read_history(runs_dir))
+    table = best_runs(runs[runs["dataset"] == dataset], history)
     if table.empty:
         raise TcError(f"--dataset {dataset}: no run of it was scored on dev (selection: dev), and the best run is "
                       "chosen on dev only, never on test; rerun the grid with selection: dev")
