@@ -70,6 +70,21 @@ def write_history(run_dir: Path, history: Iterable[dict]) -> None:
     write_text_atomic(run_dir / "history.jsonl", "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in history))
 
 
+def read_history_file(run_dir: Path) -> list[dict[str, Any]]:
+    """The epochs of a run's history.jsonl; ValueError naming the first line that is not an epoch."""
+    epochs = []
+    text = (Path(run_dir) / "history.jsonl").read_text(encoding="utf-8", errors="replace")
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        try:
+            epoch = json.loads(line)
+        except ValueError:
+            raise ValueError(f"line {lineno}: not JSON") from None
+        if not isinstance(epoch, dict) or not isinstance(epoch.get("epoch"), int):
+            raise ValueError(f"line {lineno}: expected an object with an integer 'epoch'")
+        epochs.append(epoch)
+    return epochs
+
+
 def git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,

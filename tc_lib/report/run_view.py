@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 
 from ..errors import TcError
-from ..results import load_record
+from ..results import load_record, read_history_file
 from .display import fmt, show, table
 
 def show_run(run_dir: str | Path) -> None:
@@ -30,7 +29,10 @@ def show_run(run_dir: str | Path) -> None:
                          "可训练参数 Trainable": f"{rec.params['trainable']:,}",
                          "训练时间 Train s": fmt(rec.timing.train_time_s, 1)}]),
           caption=rec.run_id)
-    history = [json.loads(line) for line in (Path(run_dir) / "history.jsonl").read_text().splitlines()]
+    try:
+        history = read_history_file(Path(run_dir))
+    except (OSError, ValueError) as err:
+        raise TcError(f"{run_dir}/history.jsonl: {err}") from None
     setup_fonts()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3))
     epochs = [h["epoch"] for h in history]

@@ -4,7 +4,6 @@ never counted and never fatal."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ import pandas as pd
 from ..config import DATA_SEED_FOLLOWS, DEFAULT_OUTPUT_DIR, LATER_FIELDS, arm_id_of, tuning_info
 from ..metrics import SCORE_NAMES
 from ..record import Memory, RunRecord, Timing, column_dtype, field_type
-from ..results import Problem, scan_records
+from ..results import Problem, read_history_file, scan_records
 
 # runs-table column -> the record field it shows (its dtype follows from the field's type)
 FROM_RECORD: dict[str, str] = {
@@ -128,19 +127,6 @@ HISTORY_COLUMNS: dict[str, str] = {
 }
 
 
-def _history_lines(path: Path) -> list[dict]:
-    out = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
-        try:
-            epoch = json.loads(line)
-        except ValueError:
-            raise ValueError(f"line {lineno}: not JSON") from None
-        if not isinstance(epoch, dict) or not isinstance(epoch.get("epoch"), int):
-            raise ValueError(f"line {lineno}: expected an object with an integer 'epoch'")
-        out.append(epoch)
-    return out
-
-
 def read_history(root: str | Path = DEFAULT_OUTPUT_DIR, *, status: str | None = "success",
                  problems: list[Problem] | None = None) -> pd.DataFrame:
     """Per-epoch evaluations of the runs (long format: one row per run, epoch and split). A history
@@ -156,8 +142,8 @@ def _history_frame(records: list[tuple[Path, RunRecord]], *, status: str | None,
         if (status and rec.status != status) or not path.is_file():
             continue
         try:
-            epochs = _history_lines(path)
-        except ValueError as err:
+            epochs = read_history_file(run_dir)
+        except (OSError, ValueError) as err:
             if problems is not None:
                 problems.append(Problem(str(path), f"history left out: {err}"))
             continue
