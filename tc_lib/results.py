@@ -2,7 +2,8 @@
 
 metrics.json is a `tc_lib.record.RunRecord` whatever the outcome. `status` is `running` while a run is
 under way, then `success`, `failed`, or `interrupted` (Ctrl-C: run the grid again to finish it); a run
-killed mid-way stays `running`, never `success`. Reading many records: `scan_records` here, the tables in tc_lib.report.runs.
+killed mid-way stays `running`, never `success`. Reading: `read_record` and `scan_records` here (through
+the schema), the runs and history tables in tc_lib.report.runs.
 """
 
 from __future__ import annotations

@@ -13,14 +13,14 @@ from .record import DataInfo
 
 def describe_splits(cfg: RunConfig, splits: dict, *, names: list[str],
                     train_split_size: int) -> tuple[DataInfo, int | None]:
-    """(the record's data section, the dev size its selection names). Sizes, the train label counts, the majority floor on test, the files (verified on load) and, with
-    class_weights: balanced, the weights the training loss (or logistic regression) gives each class."""
+    """(the record's data section, the dev size its selection names). Sizes, the train label counts, the
+    majority floor on test, the files (verified on load) and, with class_weights: balanced, the weights
+    the training loss (or logistic regression) gives each class."""
     train_labels, test_labels = list(splits["train"]["labels"]), list(splits["test"]["labels"])
     weights = (balanced_class_weights(labels=train_labels, num_classes=len(names))
                if cfg.class_weights == "balanced" else None)
     data = DataInfo(label_names=list(names), train_size=len(train_labels), test_size=len(test_labels),
-                    train_split_size=train_split_size,
-                    data_seed=cfg.effective_data_seed,
+                    train_split_size=train_split_size, data_seed=cfg.effective_data_seed,
                     train_label_counts=np.bincount(train_labels, minlength=len(names)).tolist(),
                     majority_floor=majority_floor(labels=test_labels, num_classes=len(names)),
                     files={f.relpath: f.sha256 for f in files_for(cfg.datasets)}, class_weights=weights)

@@ -69,6 +69,9 @@ def _row(run_dir: Path, rec: RunRecord) -> dict[str, Any]:
     floor = rec.data.majority_floor or {}
     macro, floor_macro = metrics.get("macro_f1"), floor.get("macro_f1")
     follows = cfg.get("data_seed") == DATA_SEED_FOLLOWS
+    data_seed = rec.data.data_seed  # records before data seeds were recorded: from the config
+    if data_seed is None:
+        data_seed = cfg["seed"] if follows else cfg.get("data_seed")
     return {
         **{column: _field(rec, path) for column, path in FROM_RECORD.items()},
         "arm_id": arm_id, "model": cfg["model"], "dataset": _dataset(cfg), "method": cfg["method"],
@@ -79,7 +82,7 @@ def _row(run_dir: Path, rec: RunRecord) -> dict[str, Any]:
         "params_total": params.get("total"), "params_trainable": params.get("trainable"),
         "params_trainable_no_head": params.get("trainable_no_head"),
         "max_train_samples": cfg.get("max_train_samples"),
-        "data_seed": rec.data.data_seed if rec.data.data_seed is not None else (cfg["seed"] if follows else cfg.get("data_seed")),
+        "data_seed": data_seed,
         "data_seed_follows_seed": follows, "device": used, "run_dir": str(run_dir), "config": cfg,
         "environment": rec.environment,
     }
@@ -152,8 +155,8 @@ def _history_frame(records: list[tuple[Path, RunRecord]], *, status: str | None,
             for split in ("dev", "test"):
                 scores = epoch.get(split)
                 if scores:
-                    rows.append({"run_id": rec.run_id, "arm_id": arm_id, "model": cfg["model"], "dataset": _dataset(cfg),
-                                 "method": cfg["method"], "seed": cfg["seed"], "epoch": epoch["epoch"],
+                    rows.append({"run_id": rec.run_id, "arm_id": arm_id, "model": cfg["model"],
+                                 "dataset": _dataset(cfg), "method": cfg["method"], "seed": cfg["seed"], "epoch": epoch["epoch"],
                                  "split": split, "train_loss": epoch.get("train_loss"),
                                  **{k: scores.get(k) for k in SCORE_NAMES}})
     return pd.DataFrame(rows, columns=list(HISTORY_COLUMNS)).astype(HISTORY_COLUMNS)
