@@ -14,7 +14,7 @@ from .config import RunConfig
 from .data import data_root, get_dataset, label_names
 from .metrics import classification_metrics
 from .record import Timing
-from .results import Fit
+from .results import DataNoted, Fit
 from .splits import describe_splits, run_splits
 
 SEP = " [SEP] "  # joins aspect and sentence of the pair datasets; a token of its own for TF-IDF
@@ -41,10 +41,11 @@ def reference_splits(cfg: RunConfig) -> tuple[dict, list[str], int]:
     return splits, label_names(raw), len(raw["train"])
 
 
-def fit_reference(cfg: RunConfig, run_dir: Path, started: float) -> Fit:
+def fit_reference(cfg: RunConfig, run_dir: Path, started: float, on_data: DataNoted) -> Fit:
     """Fit on the run's train split, score dev (if any) and test."""
     splits, names, split_size = reference_splits(cfg)
     data, dev_size = describe_splits(cfg, splits, names=names, train_split_size=split_size)
+    on_data(data, dev_size)
     model = _pipeline(cfg.seed, cfg.class_weights)
     setup_s = round(time.perf_counter() - started, 3)
     started = time.perf_counter()

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from functools import cache
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from .config import RunConfig, tuning_info
 from .device import cpu_model
@@ -186,11 +186,19 @@ class Fit:
     weights_dir: str | None = None
 
 
+DataNoted = Callable[[DataInfo, int | None], None]  # how a fitter hands over its splits early (record_data)
+
+
+def record_data(record: RunRecord, data: DataInfo, dev_size: int | None) -> None:
+    """The splits a run uses, into its record (in memory) as soon as they are known: a run that fails
+    later still says what it trained on."""
+    record.data, record.selection.dev_size = data, dev_size
+
+
 def record_fit(run_dir: Path, record: RunRecord, fit: Fit) -> None:
     """Write a fit into the record (in memory; finish_run writes it) and the history file."""
-    record.data = fit.data
-    record.selection.dev_size, record.selection.score = fit.dev_size, fit.score
-    record.selection.chosen_epoch = fit.chosen_epoch
+    record_data(record, fit.data, fit.dev_size)
+    record.selection.score, record.selection.chosen_epoch = fit.score, fit.chosen_epoch
     record.params, record.metrics, record.peft_target_modules = fit.params, fit.metrics, fit.peft_target_modules
     record.weights_dir = fit.weights_dir
     for section, measured in ((record.timing, fit.timing), (record.memory, fit.memory)):

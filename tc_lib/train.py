@@ -27,7 +27,8 @@ from .precision import trainer_flags
 from .models import build_model, load_tokenizer, save_weights
 from .splits import describe_splits, run_splits
 from .record import ErrorInfo, Memory, Timing
-from .results import Fit, RunResult, finish_run, process_age_s, record_fit, start_run, unwritable
+from .results import (DataNoted, Fit, RunResult, finish_run, process_age_s, record_data, record_fit, start_run,
+                      unwritable)
 
 logger = logging.getLogger(__name__)
 
@@ -114,13 +115,14 @@ def _loss_function(class_weights: list[float] | None):
     return weighted_cross_entropy
 
 
-def _fit(cfg: RunConfig, run_dir: Path, started: float, device: str) -> Fit:
+def _fit(cfg: RunConfig, run_dir: Path, started: float, device: str, on_data: DataNoted) -> Fit:
     import torch
     from transformers import DataCollatorWithPadding, PrinterCallback, set_seed
 
     tokenizer, splits, names, split_size = prepare_splits(cfg)
     train = splits["train"]
     data, dev_size = describe_splits(cfg, splits, names=names, train_split_size=split_size)
+    on_data(data, dev_size)
 
     set_seed(cfg.seed)  # before the model is built: the new head's initialisation depends on it
     model, counts = build_model(cfg, len(names), id2label=dict(enumerate(names)))
@@ -184,13 +186,14 @@ def train_and_evaluate(cfg: RunConfig) -> RunResult:
     record.environment.device = device
     record.environment.gpu_name = record.device["name"] if device == "cuda" else None
     started, age = time.perf_counter(), process_age_s()  # age: kernel start and imports, for a grid run
+    on_data = functools.partial(record_data, record)  # the fitter says which splits it uses, once it knows
     try:
         if cfg.method in REFERENCES:
             from .reference import fit_reference
 
-            fit = fit_reference(cfg, run_dir, started)
+            fit = fit_reference(cfg, run_dir, started, on_data)
         else:
-            fit = _fit(cfg, run_dir, started, device)
+            fit = _fit(cfg, run_dir, started, device, on_data)
         record_fit(run_dir, record, fit)
         if age is not None:
             record.timing.startup_s = round(age + record.timing.setup_s, 3)

@@ -187,6 +187,8 @@ def test_failure_is_recorded_and_reraised(tiny_bert, synthetic_data, tmp_path, m
     rec = json.loads((tmp_path / "runs" / cfg.run_id / "metrics.json").read_text())
     assert rec["status"] == "failed" and rec["error"]["message"] == "injected failure"
     assert "RuntimeError" in rec["error"]["traceback"] and rec["metrics"] is None
+    # it failed after the data was carved: the record still says what it trained on
+    assert rec["data"]["train_size"] > 0 and rec["data"]["label_names"] == ["positive", "neutral", "negative"]
 
 
 def test_read_runs_typed(tiny_bert, synthetic_data, tmp_path):
