@@ -60,7 +60,7 @@ def fit_reference(cfg: RunConfig, run_dir: Path, started: float, on_data: DataNo
     classifier = model[-1]
     n = int(classifier.coef_.size + classifier.intercept_.size)
     # trainable_no_head 0: the logistic regression is all head
-    return Fit(data=data, dev_size=dev_size, params={"total": n, "trainable": n, "trainable_no_head": 0},
+    return Fit(params={"total": n, "trainable": n, "trainable_no_head": 0},
                chosen_epoch=1, score=row["dev"]["macro_f1"] if "dev" in row else None, metrics=row["test"],
                history=[row], timing=Timing(setup_s=setup_s, train_time_s=round(train_time, 3),
                                             eval_time_s=round(eval_time, 3),

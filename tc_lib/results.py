@@ -171,10 +171,9 @@ def execution() -> Execution:
 @dataclass
 class Fit:
     """What a fitter (an encoder's training, the TF-IDF reference) found, handed back to
-    `train_and_evaluate`, which alone writes it into the run's record and history."""
+    `train_and_evaluate`, which alone writes it into the run's record and history. The splits it used
+    reached the record earlier, through `record_data`."""
 
-    data: DataInfo
-    dev_size: int | None
     params: dict[str, int]  # total, trainable, trainable_no_head
     chosen_epoch: int
     score: float | None  # the dev metric at the chosen epoch (None without a dev split)
@@ -197,7 +196,6 @@ def record_data(record: RunRecord, data: DataInfo, dev_size: int | None) -> None
 
 def record_fit(run_dir: Path, record: RunRecord, fit: Fit) -> None:
     """Write a fit into the record (in memory; finish_run writes it) and the history file."""
-    record_data(record, fit.data, fit.dev_size)
     record.selection.score, record.selection.chosen_epoch = fit.score, fit.chosen_epoch
     record.params, record.metrics, record.peft_target_modules = fit.params, fit.metrics, fit.peft_target_modules
     record.weights_dir = fit.weights_dir

@@ -156,8 +156,8 @@ def _fit(cfg: RunConfig, run_dir: Path, started: float, device: str, on_data: Da
                     train_samples_per_s=round(len(train) * cfg.epochs / recorder.train_time, 3),
                     train_tokens_per_s=round(tokens / recorder.train_time, 3))
     weights = save_weights(model, cfg, run_dir / "weights")
-    return Fit(data=data, dev_size=dev_size, params=counts.to_dict(), chosen_epoch=chosen, score=score,
-               metrics=metrics, history=recorder.history, timing=timing,
+    return Fit(params=counts.to_dict(), chosen_epoch=chosen, score=score, metrics=metrics,
+               history=recorder.history, timing=timing,
                memory=Memory(**memory_peaks()) if device == "cuda" else Memory(),
                peft_target_modules=sorted(targets) if targets else None,
                weights_dir=str(weights) if weights else None)
