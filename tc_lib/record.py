@@ -6,6 +6,7 @@ columns from it (tc_lib.report.runs). Fields are in the order they are written."
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from dataclasses import dataclass, field
@@ -177,8 +178,13 @@ def _check_values(record: RunRecord) -> None:
             _expect(record.metrics[name], float, f"metrics.{name}")
 
 
+@functools.cache  # resolving the string annotations is the slow part of reading a record
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
 def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     values = {}
     for f in dataclasses.fields(cls):
         path = f"{prefix}{f.name}"
@@ -260,6 +266,6 @@ def field_type(path: str) -> Any:
     """The type of a record field named by its dotted path ('timing.setup_s')."""
     cls, hint = RunRecord, None
     for name in path.split("."):
-        hint = typing.get_type_hints(cls)[name]
+        hint = _hints(cls)[name]
         cls = next((a for a in _options(hint) if dataclasses.is_dataclass(a)), None)
     return hint
