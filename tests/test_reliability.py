@@ -83,6 +83,21 @@ def test_params_read_merge_keys_and_yaml_1_2_floats(tmp_path):
     assert "2 runs (0 done)" in out.stdout, out.stderr
 
 
+def test_params_and_set_read_no_yes_on_off_as_words_as_yaml_1_2_does(tmp_path):
+    """PyYAML's YAML 1.1 reads no/yes/on/off as booleans: `mixed_precision: no` would be refused as False."""
+    from tc_lib.grid.params import parse_assignments
+
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(f"defaults: {{output_dir: {tmp_path / 'runs'}, mixed_precision: no, group_by_length: false}}\n"
+                    "axes: {seed: [1]}\n")
+    [cfg] = load_grid(grid)
+    assert cfg.mixed_precision == "no" and cfg.group_by_length is False
+    assert parse_assignments(["mixed_precision=no", "test_every_epoch=True", "x=off", "y=[yes, 1e-4]"]) == {
+        "mixed_precision": "no", "test_every_epoch": True, "x": "off", "y": ["yes", 1e-4]}
+    with pytest.raises(errors.ConfigError, match=r"field 'group_by_length': expected true or false, got 'yes'"):
+        RunConfig(**parse_assignments(["group_by_length=yes"]))
+
+
 @pytest.mark.slow
 def test_params_that_are_not_a_regular_file_or_too_big_are_refused_unread(tmp_path):
     fifo = tmp_path / "fifo.yaml"

@@ -11,15 +11,14 @@ A grid file has these keys, all optional:
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
-import re
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from ..config import DEFAULT_OUTPUT_DIR, RunConfig
 from ..errors import ConfigError
+from .params_yaml import MAX_DEPTH, load_yaml, strict_loader
 
 GRID_KEYS = ("defaults", "axes", "overrides", "grids", "slurm", "tune")
 SLURM_KEYS = {"time_min": "the time limit per run in minutes, an integer >= 1"}
@@ -35,78 +34,6 @@ def _mapping(path: Path, where: str, value: Any) -> dict:
 
 
 MAX_BYTES = 1_000_000  # a params file larger than this is refused before it is parsed
-MAX_DEPTH = 20  # mappings and lists nested deeper than this are refused
-MERGE_TAG = "tag:yaml.org,2002:merge"
-# YAML 1.2 floats: PyYAML reads YAML 1.1, where 1e-4 (no dot) is a string; in a params file it is a number
-FLOAT_12 = re.compile(r"""^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$""")
-
-
-@functools.cache
-def strict_loader():
-    """yaml's SafeLoader, but a key given twice in one mapping is an error (PyYAML keeps the last), merge
-    keys (`<<: *base`) work, and 1e-4 reads as the number it means (YAML 1.2)."""
-    import yaml
-
-    class StrictLoader(yaml.SafeLoader):
-        def construct_mapping(self, node, deep=False):
-            seen: dict[Any, int] = {}
-            for key_node, _ in node.value:
-                if key_node.tag == MERGE_TAG:  # the merged keys come from an anchor; flatten_mapping adds them
-                    continue
-                key = self.construct_object(key_node, deep=True)
-                if key in seen:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key {key!r} (first on line {seen[key] + 1})", key_node.start_mark)
-                seen[key] = key_node.start_mark.line
-            return super().construct_mapping(node, deep=deep)
-
-    StrictLoader.add_implicit_resolver("tag:yaml.org,2002:float", FLOAT_12, list("-+0123456789."))
-    return StrictLoader
-
-
-# where the keys of a mapping name fields (or the file's own sections): they must be strings. Keys of an
-# override table (overrides.<field>) are that field's values and may be numbers or null.
-def _names_fields(where: tuple) -> bool:
-    return not (len(where) == 2 and where[0] == "overrides")
-
-
-def _check_tree(path: Path, root: Any) -> None:
-    """Before anything is built: depth at most MAX_DEPTH, and keys that name fields are strings (one
-    line naming the file, the line and the key)."""
-    import yaml
-
-    stack = [(root, (), 0)]
-    while stack:
-        node, where, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            raise ConfigError(f"{path} line {node.start_mark.line + 1}: nested more than {MAX_DEPTH} levels deep")
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                if key.tag == MERGE_TAG:
-                    stack.append((value, where, depth + 1))
-                    continue
-                if _names_fields(where) and key.tag != "tag:yaml.org,2002:str":
-                    shown = key.value if isinstance(key, yaml.ScalarNode) else "a " + key.id
-                    raise ConfigError(f"{path} line {key.start_mark.line + 1}: key {shown!r} in "
-                                      f"{'.'.join(map(str, where)) or 'the top level'} is not a name (a string); "
-                                      "keys name fields")
-                stack.append((value, (*where, key.value if isinstance(key, yaml.ScalarNode) else "?"), depth + 1))
-        elif isinstance(node, yaml.SequenceNode):
-            stack.extend((item, (*where, index), depth + 1) for index, item in enumerate(node.value))
-
-
-def _load(path: Path, text: str) -> Any:
-    loader = strict_loader()(text)
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            return None
-        _check_tree(path, node)
-        return loader.construct_document(node)
-    finally:
-        loader.dispose()
-
-
 def read_spec(path: Path) -> dict:
     """The params file as a mapping; every problem is one ConfigError naming the file (and line)."""
     import yaml
@@ -129,7 +56,7 @@ def read_spec(path: Path) -> dict:
         line = raw[:err.start].count(b"\n") + 1
         raise ConfigError(f"{path} line {line}: not UTF-8 text") from None
     try:
-        spec = _load(path, text)
+        spec = load_yaml(path, text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
