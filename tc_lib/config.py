@@ -14,7 +14,7 @@ from typing import Any, Mapping
 from .data import DATASET_NAMES, DEFAULT_DATA_SEED
 from .device import DEVICES
 from .errors import ConfigError
-from .precision import MIXED_PRECISIONS, TORCH_DTYPES
+from .precision import MIXED_PRECISION_CHOICES, TORCH_DTYPES
 from .methods import METHODS, OPTIONS, REFERENCE_MODEL, REFERENCES
 from .options import given_options
 
@@ -74,7 +74,7 @@ class RunConfig:
     max_train_samples: int | None = None  # seeded subsample of train, for quick profiles
     data_seed: int | str = DEFAULT_DATA_SEED  # AG News split, few-shot draw, dev carve, subsample; "seed": = seed
     torch_dtype: str = "float32"  # float32 | bfloat16: the dtype the model's weights are loaded in
-    mixed_precision: str = "no"  # no | bf16 | fp16 (fp16 needs CUDA): autocast over the weights
+    mixed_precision: str = "no"  # no | bf16 | fp16 (CUDA) | auto (bf16 where the device has it natively): autocast
     device: str = "auto"  # auto: CUDA when usable, else CPU | cpu | cuda (fails, never falls back to the CPU)
     allow_pure_bf16: bool = False  # full with torch_dtype bfloat16 (no fp32 master weights) only when True
     save_weights: str = "peft"  # peft: PEFT weights + head; all: also full models; none
@@ -253,7 +253,7 @@ def _validate(cfg: RunConfig) -> None:
            cfg.model if reference else cfg.method)
     _check(cfg.selection in SELECTIONS, "selection", " | ".join(SELECTIONS), cfg.selection)
     _check(cfg.torch_dtype in TORCH_DTYPES, "torch_dtype", " | ".join(TORCH_DTYPES), cfg.torch_dtype)
-    _check(cfg.mixed_precision in MIXED_PRECISIONS, "mixed_precision", " | ".join(MIXED_PRECISIONS),
+    _check(cfg.mixed_precision in MIXED_PRECISION_CHOICES, "mixed_precision", " | ".join(MIXED_PRECISION_CHOICES),
            cfg.mixed_precision)
     _check(cfg.report_to in REPORT_TO, "report_to", " | ".join(REPORT_TO), cfg.report_to)
     _check(cfg.class_weights in CLASS_WEIGHTS, "class_weights", " | ".join(CLASS_WEIGHTS), cfg.class_weights)

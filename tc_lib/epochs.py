@@ -20,8 +20,9 @@ class Recorder:
     """Trainer callback state. Dev is scored after every epoch (selection, curves); test once, at the
     chosen epoch, unless `test_every_epoch` asks for test curves too."""
 
-    def __init__(self, cfg: RunConfig, num_classes: int, splits: dict, collator: Any) -> None:
-        self.cfg, self.num_classes, self.collator = cfg, num_classes, collator
+    def __init__(self, cfg: RunConfig, num_classes: int, splits: dict, collator: Any, *, autocast: str) -> None:
+        # autocast: cfg.mixed_precision as resolved on the run's device (training's, so evaluation's too)
+        self.cfg, self.num_classes, self.collator, self.autocast = cfg, num_classes, collator, autocast
         self.test = splits["test"]
         self.epoch_sets = {name: splits[name] for name in ("dev", "test")
                            if name in splits and (name == "dev" or cfg.test_every_epoch)}
@@ -34,7 +35,7 @@ class Recorder:
     def _evaluate(self, model: Any, data: Any) -> dict[str, Any]:
         started = time.perf_counter()
         scores = evaluate(model, data, collator=self.collator, batch_size=self.cfg.eval_batch_size,
-                          num_classes=self.num_classes, mixed_precision=self.cfg.mixed_precision)
+                          num_classes=self.num_classes, mixed_precision=self.autocast)
         self.eval_time += time.perf_counter() - started
         return scores
 

@@ -10,6 +10,10 @@ from typing import Any
 # torch_dtype -> the torch dtype's name; mixed_precision -> the autocast dtype's name (None: no autocast)
 TORCH_DTYPES = {"float32": "float32", "bfloat16": "bfloat16"}
 MIXED_PRECISIONS = {"no": None, "bf16": "bfloat16", "fp16": "float16"}
+# mixed_precision auto: bf16 where the run's device computes it natively, else no — resolved where the run
+# trains (tc_lib.device.resolve_autocast), never by the machine that planned the grid
+AUTO = "auto"
+MIXED_PRECISION_CHOICES = (*MIXED_PRECISIONS, AUTO)
 
 
 def torch_dtype(name: str) -> Any:
@@ -28,7 +32,10 @@ def autocast(mixed_precision: str, device_type: str) -> contextlib.AbstractConte
 
 
 def trainer_flags(mixed_precision: str) -> dict[str, bool]:
-    """The HF Trainer's bf16 / fp16 arguments for `mixed_precision`."""
+    """The HF Trainer's bf16 / fp16 arguments for `mixed_precision` (auto must be resolved first)."""
+    if mixed_precision not in MIXED_PRECISIONS:
+        raise ValueError(f"mixed_precision {mixed_precision!r}: resolve it on the run's device first "
+                         "(tc_lib.device.resolve_autocast)")  # never a silent fp32 for auto
     return {"bf16": mixed_precision == "bf16", "fp16": mixed_precision == "fp16"}
 
 

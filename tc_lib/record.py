@@ -84,6 +84,8 @@ class Environment:
     gpu_name: str | None = None
     torch_threads: int | None = None
     cpu_model: str | None = None
+    # the autocast the run trained and scored under: mixed_precision as resolved on its device (auto -> bf16 | no)
+    autocast: str | None = field(default=None, metadata=OMIT_WHEN_NONE)
 
 
 @dataclass
@@ -134,6 +136,11 @@ class RunRecord:
     def used_device(self) -> str | None:
         """The device the run ran on (cpu | cuda), when it got that far."""
         return (self.device or {}).get("type") or self.environment.device
+
+    @property
+    def used_autocast(self) -> str | None:
+        """The autocast the run trained under (records before `auto` existed: their config's value)."""
+        return self.environment.autocast or self.config.get("mixed_precision")
 
     @property
     def cuda_visible_devices(self) -> str | None:

@@ -20,6 +20,7 @@ from .device import check as check_device
 from .device import describe as describe_device
 from .device import memory_peaks
 from .device import resolve as resolve_device
+from .device import resolve_autocast
 from .errors import ConfigError, TcError
 from .epochs import Recorder, trainer_class
 from .methods import REFERENCES
@@ -92,7 +93,7 @@ def training_arguments(cfg: RunConfig, *, output_dir: str, run_dir: Path, device
         logging_strategy="epoch", save_strategy="no", disable_tqdm=not _interactive(),
         report_to=[] if cfg.report_to == "none" else [cfg.report_to], logging_dir=str(run_dir / "tensorboard"),
         label_names=["labels"],  # PeftModel hides `labels` from Trainer's signature check
-        use_cpu=device == "cpu", **trainer_flags(cfg.mixed_precision),
+        use_cpu=device == "cpu", **trainer_flags(resolve_autocast(cfg.mixed_precision, device)),
         dataloader_num_workers=0, group_by_length=cfg.group_by_length,
     )
 
@@ -130,7 +131,7 @@ def _fit(cfg: RunConfig, run_dir: Path, started: float, device: str, on_data: Da
     targets = getattr(getattr(model, "peft_config", {}).get("default"), "target_modules", None)
 
     collator = DataCollatorWithPadding(tokenizer)
-    recorder = Recorder(cfg, len(names), splits, collator)
+    recorder = Recorder(cfg, len(names), splits, collator, autocast=resolve_autocast(cfg.mixed_precision, device))
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats(0)
     with tempfile.TemporaryDirectory(prefix="tc_trainer_") as scratch:
@@ -185,6 +186,8 @@ def train_and_evaluate(cfg: RunConfig) -> RunResult:
     record.device = describe_device(device, cfg.device)
     record.environment.device = device
     record.environment.gpu_name = record.device["name"] if device == "cuda" else None
+    if cfg.method not in REFERENCES:
+        record.environment.autocast = resolve_autocast(cfg.mixed_precision, device)
     started, age = time.perf_counter(), process_age_s()  # age: kernel start and imports, for a grid run
     on_data = functools.partial(record_data, record)  # the fitter says which splits it uses, once it knows
     try:

@@ -151,3 +151,36 @@ def test_the_estimator_says_what_training_refuses_for_pure_bf16_full_fine_tuning
     assert out.returncode == 0, out.stderr
     assert "no fp32 master copy" in out.stderr and "allow_pure_bf16: true" in out.stderr
     assert "PEAK" in out.stdout  # the estimate itself still answers the memory question
+
+
+def test_auto_autocast_is_bf16_only_where_the_device_computes_it_natively(monkeypatch):
+    from tc_lib import precision
+
+    monkeypatch.setattr(device, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_bf16"}))
+    assert device.resolve_autocast("auto", "cpu") == "bf16"
+    monkeypatch.setattr(device, "cpu_flags", lambda: frozenset({"avx2", "amx_tile", "amx_bf16"}))
+    assert device.resolve_autocast("auto", "cpu") == "bf16"
+    monkeypatch.setattr(device, "cpu_flags", lambda: frozenset({"avx2", "avx512f"}))  # AVX-512 without BF16: emulated
+    assert device.resolve_autocast("auto", "cpu") == "no"
+    fake_gpus(monkeypatch, capability=(7, 5), name="Tesla T4")
+    assert device.resolve_autocast("auto", "cuda") == "no"
+    device.check(RunConfig(mixed_precision="auto"), "cuda")  # auto never asks an old GPU for emulated bf16
+    fake_gpus(monkeypatch, capability=(8, 0), name="NVIDIA A100")
+    assert device.resolve_autocast("auto", "cuda") == "bf16"
+    for asked in ("no", "bf16", "fp16"):
+        assert device.resolve_autocast(asked, "cpu") == asked  # only auto is resolved
+    with pytest.raises(ValueError, match="resolve it on the run's device first"):
+        precision.trainer_flags("auto")  # never a silent fp32
+    assert RunConfig(mixed_precision="auto").run_id != RunConfig().run_id
+    with pytest.raises(ConfigError, match=r"field 'mixed_precision': expected no \| bf16 \| fp16 \| auto"):
+        RunConfig(mixed_precision="bogus")
+
+
+def test_cpu_flags_are_read_from_this_machine():
+    import platform
+    from pathlib import Path
+
+    if not Path("/proc/cpuinfo").is_file() or platform.machine() != "x86_64":
+        pytest.skip("the flags line of /proc/cpuinfo is x86 Linux's")
+    flags = device.cpu_flags()
+    assert {"fpu", "sse2"} <= flags, sorted(flags)[:10]

@@ -261,3 +261,25 @@ def test_cli_train_with_device_cuda_without_cuda_is_one_line_and_writes_nothing(
     lines = out.stderr.strip().splitlines()
     assert out.returncode == 2 and len(lines) == 1 and "field 'device': cuda, but torch" in lines[0], out.stderr
     assert not any(tmp_path.iterdir())  # no record at all, certainly none marked success
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flags, used", [({"avx512_bf16"}, "bf16"), (set(), "no")])
+def test_auto_autocast_is_resolved_in_the_run_and_recorded(tiny_bert, synthetic_data, tmp_path, monkeypatch,
+                                                          flags, used):
+    """mixed_precision auto trains and scores exactly as the precision it resolves to (the same numbers, bit for
+    bit, as that precision asked for by name); the record keeps what was used, the runs table shows it."""
+    from tc_lib import device
+
+    monkeypatch.setattr(device, "cpu_flags", lambda: frozenset(flags))
+    cfg = dict(method="lora", epochs=1, max_train_samples=64)
+    auto = train.train_and_evaluate(tiny_cfg(tiny_bert, tmp_path / "auto", mixed_precision="auto", **cfg))
+    named = train.train_and_evaluate(tiny_cfg(tiny_bert, tmp_path / "named", mixed_precision=used, **cfg))
+    assert auto.metrics == named.metrics
+    other = train.train_and_evaluate(tiny_cfg(tiny_bert, tmp_path / "other",
+                                              mixed_precision="no" if used == "bf16" else "bf16", **cfg))
+    assert other.metrics["loss"] != auto.metrics["loss"]  # the precision shows in the numbers: the match above says something
+    assert auto.record.environment.autocast == used and auto.record.config["mixed_precision"] == "auto"
+    row = read_runs(tmp_path / "auto" / "runs").iloc[0]
+    assert row["autocast"] == used and row["config"]["mixed_precision"] == used
+    assert row["arm_id"] == auto.record.arm_id + ("-fp32" if used == "no" else "")

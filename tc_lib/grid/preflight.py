@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Sequence
 
 from ..config import RunConfig
-from ..device import cuda_problem, emulated_bf16, uses_bf16
+from ..device import cuda_problem, emulated_bf16, resolve_autocast, uses_bf16
 from ..errors import ConfigError, DataError, TcError
 from ..methods import REFERENCE_MODEL, REFERENCES
+from ..precision import AUTO
 
 KERNEL = "python3"  # the kernel every run's notebook executes in (grid.execute)
 
@@ -119,7 +120,8 @@ def _device(configs: Sequence[RunConfig], *, local: bool) -> list[Finding]:
             return [Finding("device", False, f"bf16 is emulated on {emulated}; {len(bf16)} runs ask for it "
                                              f"(first {bf16[0]}); use mixed_precision: fp16")]
         return [Finding("device", True, f"device auto/cuda -> cuda: {torch.cuda.device_count()} visible "
-                                        f"({', '.join(names)}), torch {torch.__version__}")]
+                                        f"({', '.join(names)}), torch {torch.__version__}"
+                                        + _auto_autocast(encoders, "cuda"))]
     cuda = [cfg.run_id for cfg in configs if cfg.device == "cuda"]
     if cuda:
         return [Finding("device", False, f"device: cuda, but {problem}; {len(cuda)} runs ask for it "
@@ -131,7 +133,16 @@ def _device(configs: Sequence[RunConfig], *, local: bool) -> list[Finding]:
     if not encoders:
         return [Finding("device", True, "cpu (TF-IDF reference runs only)")]
     auto = sum(cfg.device == "auto" for cfg in encoders)
-    return [Finding("device", True, f"device auto -> cpu ({problem})" if auto else "cpu (device: cpu)")]
+    where = f"device auto -> cpu ({problem})" if auto else "cpu (device: cpu)"
+    return [Finding("device", True, where + _auto_autocast(encoders, "cpu"))]
+
+
+def _auto_autocast(encoders: Sequence[RunConfig], device: str) -> str:
+    """What `mixed_precision: auto` becomes on this machine's `device`, when some run asks for it."""
+    if not any(cfg.mixed_precision == AUTO for cfg in encoders):
+        return ""
+    used = resolve_autocast(AUTO, device)
+    return f"; mixed_precision auto -> {used} ({'native' if used == 'bf16' else 'no native'} bf16 on this {device})"
 
 
 def preflight(configs: Sequence[RunConfig], *, fetch: bool = True, progressbar: bool = False,

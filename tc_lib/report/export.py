@@ -18,8 +18,8 @@ RUN_FIELDS = ["run_id", "arm_id", "dataset", "model", "method", "seed", "data_se
               "learning_rate", "stage", "selection", "chosen_epoch", "dev_score", *SCORE_NAMES,
               "majority_accuracy", "majority_macro_f1", "collapsed", "params_total", "params_trainable",
               "params_trainable_no_head", "wall_time_s", "train_time_s", "eval_time_s", "train_samples_per_s",
-              "train_tokens_per_s", "peak_rss_mb", "peak_cuda_allocated_mb", "peak_cuda_reserved_mb", "device",
-              "gpu_name", "cuda_visible_devices", "finished_at", "run_dir"]
+              "train_tokens_per_s", "peak_rss_mb", "peak_cuda_allocated_mb", "peak_cuda_reserved_mb", "autocast",
+              "device", "gpu_name", "cuda_visible_devices", "finished_at", "run_dir"]
 HANDIN_METRICS = ("accuracy", "macro_f1")
 SHEETS = ("runs", "arms", "hand-in")  # export_tables' keys, in workbook order; only hand-in has an index
 

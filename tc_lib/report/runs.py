@@ -11,6 +11,7 @@ import pandas as pd
 
 from ..config import DATA_SEED_FOLLOWS, DEFAULT_OUTPUT_DIR, LATER_FIELDS, arm_id_of, tuning_info
 from ..metrics import SCORE_NAMES
+from ..precision import AUTO
 from ..record import Memory, RunRecord, Timing, column_dtype, field_type
 from ..results import Problem, read_history_file, scan_records
 
@@ -22,6 +23,7 @@ FROM_RECORD: dict[str, str] = {
     **{name: f"memory.{name}" for name in Memory.__dataclass_fields__},
     "train_size": "data.train_size", "test_size": "data.test_size", "train_split_size": "data.train_split_size",
     "gpu_name": "environment.gpu_name", "torch_threads": "environment.torch_threads",
+    "autocast": "environment.autocast",
     "cuda_visible_devices": "execution.cuda_visible_devices", "error": "error.message",
     "peft_target_modules": "peft_target_modules", "label_names": "data.label_names",
     "train_label_counts": "data.train_label_counts",
@@ -49,13 +51,17 @@ def _field(record: RunRecord, path: str) -> Any:
 def _arm(rec: RunRecord) -> tuple[str, dict[str, Any], str | None]:
     """(arm id, config, device used) of a record. Records written before arms existed get the id from
     their config; `device: auto` becomes the device that ran it, and an `auto` run on a GPU is an arm of
-    its own (never pooled with the CPU runs of the same config)."""
+    its own (never pooled with the CPU runs of the same config); likewise `mixed_precision: auto` becomes
+    the autocast the run used, and an `auto` run that trained in fp32 is an arm of its own."""
     cfg = {**LATER_FIELDS, **rec.config}
     used = rec.used_device
     arm_id = rec.arm_id or arm_id_of(rec.config)
     if cfg["device"] == "auto" and used:
         cfg["device"] = used
         arm_id += "-cuda" if used == "cuda" else ""
+    if cfg.get("mixed_precision") == AUTO and rec.environment.autocast:
+        cfg["mixed_precision"] = rec.environment.autocast
+        arm_id += "-fp32" if rec.environment.autocast == "no" else ""
     return arm_id, cfg, used
 
 
