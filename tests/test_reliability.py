@@ -364,19 +364,26 @@ def test_status_shows_every_state_from_records_and_leases(fast_grid, monkeypatch
 def test_a_grid_prints_progress_and_a_summary_and_nothing_that_looks_like_an_error(fast_grid, monkeypatch):
     """No "[IPKernelApp] WARNING | Kernel is running over TCP without encryption" (the kernels use IPC
     sockets) and no "KeyboardInterrupt caught in kernel" (jupyter_client's SIGINT before shutdown)."""
+    import shutil
     import tempfile
 
     grid, log, runs = fast_grid
     monkeypatch.setenv("TC_TEST_SLEEP", "0.2")
-    before = set(Path(tempfile.gettempdir()).glob("tc_kernel_*"))
-    driver = start_driver(grid, "--jobs", "2")
-    out, err = driver.communicate(timeout=300)
-    assert driver.returncode == 0, err
-    text = err.replace("\r", "\n")
-    for noise in ("WARNING", "ERROR", "KeyboardInterrupt", "TCP", "Traceback"):
-        assert noise not in text, err
-    assert "done: 4 succeeded, 0 skipped, 0 failed" in text
-    assert set(Path(tempfile.gettempdir()).glob("tc_kernel_*")) == before  # the IPC socket folders are removed
+    # the driver's own temporary folder (short: the kernels' sockets live in it), where its workers create the
+    # kernels' IPC folders (tempfile follows TMPDIR); /tmp itself is shared with other tests' kernels
+    private = Path(tempfile.mkdtemp(prefix="tct", dir="/tmp"))
+    monkeypatch.setenv("TMPDIR", str(private))
+    try:
+        driver = start_driver(grid, "--jobs", "2")
+        out, err = driver.communicate(timeout=300)
+        assert driver.returncode == 0, err
+        text = err.replace("\r", "\n")
+        for noise in ("WARNING", "ERROR", "KeyboardInterrupt", "TCP", "Traceback"):
+            assert noise not in text, err
+        assert "done: 4 succeeded, 0 skipped, 0 failed" in text
+        assert not list(private.glob("tc_kernel_*"))  # the IPC socket folders are removed
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
 
 
 def test_records_get_the_mode_a_plain_open_gives(tmp_path):
