@@ -138,11 +138,6 @@ class RunRecord:
         return (self.device or {}).get("type") or self.environment.device
 
     @property
-    def used_autocast(self) -> str | None:
-        """The autocast the run trained under (records before `auto` existed: their config's value)."""
-        return self.environment.autocast or self.config.get("mixed_precision")
-
-    @property
     def cuda_visible_devices(self) -> str | None:
         return self.execution.cuda_visible_devices if self.execution else None
 
