@@ -5,6 +5,7 @@ the model in DataParallel: another effective batch size) and bf16 on a GPU that 
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 from typing import Any
@@ -73,6 +74,7 @@ def check(cfg: Any, device: str) -> None:
                           "not what was asked; use mixed_precision: fp16 with torch_dtype: float32 on this GPU")
 
 
+@functools.cache  # read once per process: the record, the Trainer and the preflight ask; flags do not change
 def cpu_flags() -> frozenset[str]:
     """The CPU's feature flags (Linux /proc/cpuinfo); empty elsewhere."""
     from pathlib import Path

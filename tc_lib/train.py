@@ -116,7 +116,7 @@ def _loss_function(class_weights: list[float] | None):
     return weighted_cross_entropy
 
 
-def _fit(cfg: RunConfig, run_dir: Path, started: float, device: str, on_data: DataNoted) -> Fit:
+def _fit(cfg: RunConfig, run_dir: Path, started: float, device: str, on_data: DataNoted, autocast: str) -> Fit:
     import torch
     from transformers import DataCollatorWithPadding, PrinterCallback, set_seed
 
@@ -131,7 +131,7 @@ def _fit(cfg: RunConfig, run_dir: Path, started: float, device: str, on_data: Da
     targets = getattr(getattr(model, "peft_config", {}).get("default"), "target_modules", None)
 
     collator = DataCollatorWithPadding(tokenizer)
-    recorder = Recorder(cfg, len(names), splits, collator, autocast=resolve_autocast(cfg.mixed_precision, device))
+    recorder = Recorder(cfg, len(names), splits, collator, autocast=autocast)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats(0)
     with tempfile.TemporaryDirectory(prefix="tc_trainer_") as scratch:
@@ -196,7 +196,7 @@ def train_and_evaluate(cfg: RunConfig) -> RunResult:
 
             fit = fit_reference(cfg, run_dir, started, on_data)
         else:
-            fit = _fit(cfg, run_dir, started, device, on_data)
+            fit = _fit(cfg, run_dir, started, device, on_data, record.environment.autocast)
         record_fit(run_dir, record, fit)
         if age is not None:
             record.timing.startup_s = round(age + record.timing.setup_s, 3)
